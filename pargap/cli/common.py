@@ -1,0 +1,33 @@
+"""What every pargap command shares: MPI start-up, the error policy and exit codes.
+
+Exit codes: 0 success, 1 a reported error (bad input, bad settings, numerical failure),
+2 command-line usage error, 3 an unexpected internal error (with traceback).
+"""
+
+import sys
+import traceback
+
+from pargap.errors import PargapError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 3
+
+
+def run(body, comm):
+    """Run ``body()`` -> exit code. PargapErrors (raised on all ranks alike) print one message on
+    rank 0; any other exception on one rank is reported with its rank and aborts the whole job."""
+    rank = comm.Get_rank()
+    try:
+        return body()
+    except PargapError as exc:
+        if rank == 0:
+            print(f"pargap: error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception:  # noqa: BLE001 - the one place that must catch everything
+        print(f"pargap: internal error on rank {rank}:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+        if comm.Get_size() > 1:
+            comm.Abort(EXIT_INTERNAL)
+        return EXIT_INTERNAL

@@ -1,0 +1,62 @@
+"""pargap-eval: errors of a fitted potential on labelled structures.
+
+    pargap-eval potential.h5 test.xyz [--json] [--energy-key ...]
+"""
+
+import argparse
+import json
+import sys
+import tomllib
+
+from pargap.cli.common import run
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="pargap-eval",
+        description="Energy (per atom), force and virial MAE/RMSE of a pargap potential on labelled "
+        "structures, overall and per config type. Key names default to the ones the potential was fitted with.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 internal. Runs under mpirun too (structures are split over ranks).",
+    )
+    p.add_argument("potential", help="pargap potential file (HDF5)")
+    p.add_argument("data", help="structures with reference energies/forces/virials (extended XYZ or any ASE format)")
+    p.add_argument("--json", action="store_true", help="print the errors as JSON instead of a table")
+    for name in ("energy", "force", "virial", "stress", "config_type"):
+        p.add_argument(f"--{name.replace('_', '-')}-key", dest=f"{name}_parameter_name", default=None,
+                       help=f"key of the {name.replace('_', ' ')} (default: as in the fit)")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    from pargap.parallel import world
+
+    comm = world()
+
+    def body():
+        from pargap.config import settings_from_dict
+        from pargap.evaluate import error_table, format_table
+        from pargap.fit import load_structures
+        from pargap.potential import Potential
+        from pargap.progress import Log
+
+        potential = Potential.load(args.potential)
+        data = tomllib.loads(potential.settings) if potential.settings else {}
+        data["at_file"] = args.data
+        for key in ("energy", "force", "virial", "stress", "config_type"):
+            value = getattr(args, f"{key}_parameter_name")
+            if value is not None:
+                data[f"{key}_parameter_name"] = value
+        settings = settings_from_dict(data)
+        log = Log(comm, quiet=args.json)
+        structures, _ = load_structures(comm, settings, log)
+        table = error_table(comm, potential, structures)
+        if comm.Get_rank() == 0:
+            print(json.dumps(table, indent=2) if args.json else format_table(table), flush=True)
+        return 0
+
+    return run(body, comm)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

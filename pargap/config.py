@@ -1,0 +1,450 @@
+"""Fit settings: one strict, typed configuration, from TOML or from a gap_fit command line.
+
+Keys carry gap_fit's names and meanings, so a QUIP user's command line and the TOML file say the
+same thing. TOML form::
+
+    at_file = "train.xyz"
+    gp_file = "potential.h5"
+    default_sigma = [0.01, 1.0, 0.5, 0.0]     # energy (eV), force (eV/A), virial (eV), hessian
+    [[gap]]
+    descriptor = "distance_2b"
+    cutoff = 5.0
+    delta = 1.0
+    theta_uniform = 1.0
+    n_sparse = 20
+    sparse_method = "uniform"
+
+gap_fit form: ``at_file=train.xyz gap={distance_2b cutoff=5.0 delta=1.0 ... : ...} default_sigma={...}``.
+Unknown keys are errors that name the key and suggest the closest valid one.
+"""
+
+import dataclasses
+import difflib
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+
+from pargap.errors import ConfigError
+
+DESCRIPTOR_NAMES = ("distance_2b",)
+SPARSE_METHODS = ("uniform", "random", "none", "index_file", "file")
+
+
+@dataclass(frozen=True)
+class GapSettings:
+    """One ``gap={...}`` entry: a descriptor, its kernel and its sparse points."""
+
+    descriptor: str
+    cutoff: float
+    delta: float
+    covariance_type: str = "ard_se"
+    cutoff_transition_width: float = 0.5
+    Z1: int = 0
+    Z2: int = 0
+    theta_uniform: float | None = None
+    f0: float = 0.0
+    n_sparse: int | None = None
+    sparse_method: str = "random"
+    sparse_file: str | None = None
+    add_species: bool = True
+
+    def __post_init__(self):
+        where = f"gap entry '{self.descriptor}'"
+        if self.descriptor not in DESCRIPTOR_NAMES:
+            raise ConfigError(
+                f"unknown descriptor '{self.descriptor}'; supported: {', '.join(DESCRIPTOR_NAMES)}"
+                + _suggest(self.descriptor, DESCRIPTOR_NAMES)
+            )
+        if self.covariance_type != "ard_se":
+            raise ConfigError(f"{where}: covariance_type '{self.covariance_type}' is not supported yet (ard_se is)")
+        if self.theta_uniform is None:
+            raise ConfigError(f"{where}: theta_uniform is required for the ard_se kernel")
+        if self.sparse_method not in SPARSE_METHODS:
+            raise ConfigError(
+                f"{where}: sparse_method '{self.sparse_method}' unknown; supported: "
+                f"{', '.join(SPARSE_METHODS)}" + _suggest(self.sparse_method, SPARSE_METHODS)
+            )
+        if self.sparse_method in ("index_file", "file") and not self.sparse_file:
+            raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs sparse_file")
+        if self.sparse_method in ("uniform", "random") and not self.n_sparse:
+            raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs n_sparse > 0")
+        for name in ("cutoff", "delta", "theta_uniform"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{where}: {name} must be a positive number, got {value}")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """Everything a fit needs. Units: eV, Angstrom."""
+
+    at_file: str
+    gap: tuple[GapSettings, ...]
+    default_sigma: tuple[float, float, float, float]
+    gp_file: str = "potential.h5"
+    config_type_sigma: dict = field(default_factory=dict)
+    sigma_per_atom: bool = True
+    e0: float | dict | None = None
+    e0_method: str = "isolated"
+    e0_offset: float = 0.0
+    energy_parameter_name: str = "energy"
+    force_parameter_name: str = "forces"
+    virial_parameter_name: str = "virial"
+    stress_parameter_name: str = "stress"
+    config_type_parameter_name: str = "config_type"
+    sigma_parameter_name: str = "sigma"
+    sparse_jitter: float = 1e-10
+    rnd_seed: int = -1
+    solver: str = "auto"
+    do_copy_at_file: bool = True
+    sparse_separate_file: bool = True
+
+    def __post_init__(self):
+        if not self.gap:
+            raise ConfigError("no model given: the 'gap' list is empty")
+        if len(self.default_sigma) != 4:
+            raise ConfigError(
+                f"default_sigma needs 4 values (energy, force, virial, hessian), got {len(self.default_sigma)}"
+            )
+        for ct, sig in self.config_type_sigma.items():
+            if len(sig) != 4:
+                raise ConfigError(f"config_type_sigma '{ct}' needs 4 values, got {len(sig)}")
+        if self.e0_method not in ("isolated", "average"):
+            raise ConfigError(f"e0_method must be 'isolated' or 'average', got '{self.e0_method}'")
+        if self.solver not in ("auto", "tsqr", "serial"):
+            raise ConfigError(f"solver must be auto, tsqr or serial, got '{self.solver}'")
+        if not self.sparse_jitter >= 0:
+            raise ConfigError(f"sparse_jitter must be >= 0, got {self.sparse_jitter}")
+
+    @property
+    def cutoff(self):
+        return max(g.cutoff for g in self.gap)
+
+    def to_dict(self):
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "gap":
+                value = [{k: v for k, v in dataclasses.asdict(g).items() if v is not None} for g in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            if value is None:
+                continue
+            out[f.name] = value
+        return out
+
+    def to_toml(self):
+        return to_toml(self.to_dict())
+
+
+# ---- construction from plain dicts (TOML, gap_fit) ------------------------------------------------
+
+def _suggest(word, options):
+    close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _convert(value, annotation, key):
+    """Coerce a TOML/CLI value to a field's type; errors name the key."""
+    ann = str(annotation)
+    try:
+        if isinstance(value, str) and ("float" in ann or "int" in ann or "bool" in ann) and "str" not in ann:
+            value = _parse_scalar(value)
+        if ann in ("float", "<class 'float'>") or ann.startswith("float |"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError
+            return float(value)
+        if ann in ("int", "<class 'int'>") or ann.startswith("int |"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+                raise TypeError
+            return int(value)
+        if ann in ("bool", "<class 'bool'>"):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if ann in ("str", "<class 'str'>") or ann.startswith("str |"):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting '{key}': {value!r} is not a valid {ann.replace('<class ', '').rstrip('>')}") from None
+    return value
+
+
+def _build(cls, data, context):
+    known = {f.name: f for f in fields(cls)}
+    lowered = {k.lower(): k for k in known}
+    kwargs = {}
+    for key, value in data.items():
+        name = key if key in known else lowered.get(key.lower())
+        if name is None:
+            raise ConfigError(f"{context}: unknown setting '{key}'" + _suggest(key, known))
+        if name not in ("gap", "e0", "default_sigma", "config_type_sigma"):
+            value = _convert(value, known[name].type, f"{context}.{key}" if context != "settings" else key)
+        kwargs[name] = value
+    missing = [
+        n for n, f in known.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"{context}: required setting(s) missing: {', '.join(missing)}")
+    return cls(**kwargs)
+
+
+def settings_from_dict(data):
+    """FitSettings from a plain dict (as TOML gives)."""
+    data = dict(data)
+    gap = data.get("gap")
+    if gap is None:
+        raise ConfigError("settings: required setting 'gap' (the list of models) is missing")
+    if isinstance(gap, dict):
+        gap = [gap]
+    models = []
+    for k, entry in enumerate(gap):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"gap[{k}] must be a table of settings")
+        models.append(_build(GapSettings, entry, f"gap[{k}]"))
+    data["gap"] = tuple(models)
+    if "default_sigma" in data:
+        data["default_sigma"] = tuple(_float_list(data["default_sigma"], "default_sigma"))
+    if "config_type_sigma" in data:
+        cts = data["config_type_sigma"]
+        if not isinstance(cts, dict):
+            raise ConfigError("config_type_sigma must be a table {config_type = [sE, sF, sV, sH]}")
+        data["config_type_sigma"] = {str(k): tuple(_float_list(v, f"config_type_sigma.{k}")) for k, v in cts.items()}
+    if isinstance(data.get("e0"), str):
+        data["e0"] = _parse_scalar(data["e0"])
+    if isinstance(data.get("e0"), dict):
+        data["e0"] = {str(k): float(v) for k, v in data["e0"].items()}
+    elif "e0" in data and data["e0"] is not None:
+        data["e0"] = float(data["e0"])
+    return _build(FitSettings, data, "settings")
+
+
+def _float_list(value, key):
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    try:
+        return [float(v) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting '{key}': expected a list of numbers, got {value!r}") from None
+
+
+def load_toml(path, overrides=()):
+    """Read a TOML settings file and apply ``key=value`` overrides (``--set``)."""
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {path} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {path}: invalid TOML: {exc}") from None
+    apply_overrides(data, overrides)
+    return settings_from_dict(data)
+
+
+def apply_overrides(data, overrides):
+    """Set ``a.b.c=value`` in a nested dict; list entries by index (``gap.0.n_sparse=30``).
+
+    The value is read as a TOML value when it parses as one, otherwise as a string."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got '{item}'")
+        key, raw = item.split("=", 1)
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            if isinstance(node, list):
+                try:
+                    node = node[int(part)]
+                except (ValueError, IndexError):
+                    raise ConfigError(f"--set {key}: no list entry '{part}'") from None
+            else:
+                node = node.setdefault(part, {})
+        last = parts[-1]
+        if isinstance(node, list):
+            try:
+                node[int(last)] = value
+            except (ValueError, IndexError):
+                raise ConfigError(f"--set {key}: no list entry '{last}'") from None
+        else:
+            node[last] = value
+
+
+# ---- gap_fit command line ---------------------------------------------------------------------
+
+GAPFIT_UNSUPPORTED = {
+    "core_param_file": "a core (baseline) potential is not supported yet",
+    "core_ip_args": "a core (baseline) potential is not supported yet",
+    "hessian_delta": "Hessian observations are not supported yet",
+    "linear_system_dump_file": "linear-system dumps are not supported",
+    "template_file": "template files are not supported",
+    "condition_number_norm": "use the condition estimate pargap always logs",
+    "config_type_n_sparse": "per-config-type sparse selection is not supported yet",
+    "do_ip_timing": "not supported",
+    "sparsify_only_no_fit": "not supported yet",
+    "mpi_blocksize_rows": "pargap partitions rows itself",
+    "mpi_blocksize_cols": "pargap partitions rows itself",
+    "export_covariance": "not supported",
+}
+GAP_STRING_UNSUPPORTED = {
+    "exponents", "n_exponents", "tail_range", "tail_exponent", "resid_name", "only_intra",
+    "only_inter", "theta_file", "theta_fac", "print_sparse_index", "unique_hash_tolerance",
+    "unique_descriptor_tolerance", "config_type_n_sparse", "zeta", "soap_exponent",
+}
+
+
+def _split_top(text, sep=None):
+    """Split on whitespace (or ``sep``) outside braces."""
+    out, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"unbalanced '}}' in '{text}'")
+        is_sep = ch.isspace() if sep is None else ch == sep
+        if is_sep and depth == 0:
+            if cur:
+                out.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth != 0:
+        raise ConfigError(f"unbalanced '{{' in '{text}'")
+    if cur:
+        out.append("".join(cur))
+    return [s.strip() for s in out if s.strip()]
+
+
+def _unbrace(value):
+    value = value.strip()
+    if value.startswith("{") and value.endswith("}"):
+        return value[1:-1].strip()
+    return value
+
+
+def _parse_scalar(text):
+    t = text.strip()
+    if t.lower() in ("t", "true"):
+        return True
+    if t.lower() in ("f", "false"):
+        return False
+    for conv in (int, float):
+        try:
+            return conv(t)
+        except ValueError:
+            pass
+    return t
+
+
+def _key_values(text, context):
+    pairs = {}
+    for tok in _split_top(text):
+        if "=" not in tok:
+            raise ConfigError(f"{context}: expected key=value, got '{tok}'")
+        key, value = tok.split("=", 1)
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def parse_gap_string(text):
+    """``distance_2b cutoff=5 ... : distance_2b ...`` -> list of GapSettings dicts."""
+    entries = []
+    for k, part in enumerate(_split_top(_unbrace(text), sep=":")):
+        words = _split_top(part)
+        if not words:
+            continue
+        descriptor, rest = words[0], " ".join(words[1:])
+        if "=" in descriptor:
+            raise ConfigError(f"gap entry {k}: it must start with the descriptor name, got '{descriptor}'")
+        entry = {"descriptor": descriptor}
+        for key, value in _key_values(rest, f"gap entry {k} ({descriptor})").items():
+            low = key.lower()
+            if low in GAP_STRING_UNSUPPORTED:
+                raise ConfigError(f"gap entry {k} ({descriptor}): option '{key}' is not supported by pargap yet")
+            if low == "theta":
+                raise ConfigError(f"gap entry {k} ({descriptor}): unknown option '{key}' (did you mean 'theta_uniform'?)")
+            entry[key] = _parse_scalar(_unbrace(value))
+        entries.append(entry)
+    return entries
+
+
+def parse_gapfit_args(tokens):
+    """A gap_fit command line (``key=value`` tokens, braces allowed) -> settings dict."""
+    text = " ".join(tokens)
+    data = {}
+    known = {f.name.lower(): f.name for f in fields(FitSettings)}
+    for key, value in _key_values(text, "gap_fit command line").items():
+        low = key.lower()
+        if low in GAPFIT_UNSUPPORTED:
+            raise ConfigError(f"gap_fit option '{key}' is not supported by pargap: {GAPFIT_UNSUPPORTED[low]}")
+        if low == "gap":
+            data["gap"] = parse_gap_string(value)
+        elif low == "default_sigma":
+            data["default_sigma"] = _float_list(_unbrace(value), key)
+        elif low == "config_type_sigma":
+            items = _unbrace(value).split(":")
+            if len(items) % 5:
+                raise ConfigError("config_type_sigma: expected {type:sE:sF:sV:sH:...} in groups of 5")
+            data["config_type_sigma"] = {
+                items[i]: _float_list(items[i + 1:i + 5], f"config_type_sigma.{items[i]}")
+                for i in range(0, len(items), 5)
+            }
+        elif low == "e0":
+            inner = _unbrace(value)
+            if ":" in inner:
+                items = inner.split(":")
+                if len(items) % 2:
+                    raise ConfigError("e0: expected {Sym:value:Sym:value...}")
+                data["e0"] = {items[i]: float(items[i + 1]) for i in range(0, len(items), 2)}
+            else:
+                data["e0"] = float(inner)
+        elif low in known:
+            data[known[low]] = _parse_scalar(_unbrace(value))
+        else:
+            raise ConfigError(f"unknown gap_fit option '{key}'" + _suggest(low, list(known) + list(GAPFIT_UNSUPPORTED)))
+    return data
+
+
+# ---- TOML writer (the subset pargap needs) ------------------------------------------------------
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v)} to TOML")
+
+
+def _toml_key(k):
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else _toml_value(k)
+
+
+def to_toml(data):
+    """Plain dict (scalars, lists, dicts, list of dicts under 'gap') -> TOML text."""
+    lines, tables = [], []
+    for key, value in data.items():
+        if key == "gap":
+            continue
+        if isinstance(value, dict) and value:
+            tables.append((key, value))
+        elif not isinstance(value, dict):
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in tables:
+        lines += ["", f"[{key}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
+    for entry in data.get("gap", []):
+        lines += ["", "[[gap]]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items()]
+    return "\n".join(lines) + "\n"

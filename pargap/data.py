@@ -1,0 +1,262 @@
+"""Training data: read structures, extract observations and their noise, validate.
+
+Conventions are gap_fit's (GAPFIT_MATH.md section 0 and 6): keys are looked up
+case-insensitively; ``stress`` stands in for a missing virial (W = -stress * volume); energy and
+virial sigmas are multiplied by sqrt(N_atoms) when ``sigma_per_atom``; per-structure keys
+``energy_sigma``, ``force_sigma``, ``virial_sigma`` and per-atom ``force_atom_sigma`` or
+``force_component_sigma`` override the defaults and are absolute.
+Units: eV, Angstrom, eV/Angstrom; virial in eV. Serial code; MPI is in :mod:`pargap.fit`.
+"""
+
+import io
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from pargap.errors import InputError
+
+XYZ_SUFFIXES = (".xyz", ".extxyz")
+
+
+@dataclass
+class Structure:
+    """One training structure and its observations.
+
+    index: position in the input file (0-based). energy: eV or None. forces: (n, 3) eV/A or None.
+    virial: (3, 3) eV, symmetrised, or None. sigma_energy: eV; sigma_forces: (n, 3) eV/A;
+    sigma_virial: (3, 3) eV (already scaled by sqrt(n) where sigma_per_atom says so).
+    """
+
+    index: int
+    atoms: object
+    config_type: str
+    energy: float | None
+    forces: np.ndarray | None
+    virial: np.ndarray | None
+    sigma_energy: float
+    sigma_forces: np.ndarray | None
+    sigma_virial: np.ndarray | None
+
+    @property
+    def n_atoms(self):
+        return len(self.atoms)
+
+    @property
+    def n_rows(self):
+        """Observation rows this structure contributes."""
+        return (self.energy is not None) + 3 * self.n_atoms * (self.forces is not None) + 6 * (
+            self.virial is not None
+        )
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FrameIndex:
+    """Where each frame of a file is: byte offsets (None for non-XYZ formats) and atom counts."""
+
+    path: str
+    offsets: tuple | None
+    n_atoms: tuple
+
+    def __len__(self):
+        return len(self.n_atoms)
+
+
+def scan_frames(path):
+    """Index the frames of a file without parsing them (extended XYZ: line counting only)."""
+    if not os.path.exists(path):
+        raise InputError("no such file", file=path)
+    if os.path.getsize(path) == 0:
+        raise InputError("file is empty: no structures", file=path)
+    if not path.lower().endswith(XYZ_SUFFIXES):
+        frames = _read_with_ase(path, ":")
+        return FrameIndex(path, None, tuple(len(a) for a in frames))
+    offsets, counts = [], []
+    with open(path, "rb") as fh:
+        frame = 0
+        while True:
+            start = fh.tell()
+            line = fh.readline()
+            if not line:
+                break
+            if not line.strip():
+                continue  # blank lines between frames
+            try:
+                n = int(line.split()[0])
+                if n < 1:
+                    raise ValueError
+            except ValueError:
+                raise InputError(
+                    f"expected the atom count of a frame, found {line[:60]!r}", file=path, structure=frame
+                ) from None
+            for k in range(n + 1):
+                if not fh.readline():
+                    raise InputError(
+                        f"file ends inside this frame: it declares {n} atoms, found {max(k - 1, 0)}",
+                        file=path, structure=frame,
+                    )
+            offsets.append(start)
+            counts.append(n)
+            frame += 1
+    if not counts:
+        raise InputError("file has no structures", file=path)
+    return FrameIndex(path, tuple(offsets), tuple(counts))
+
+
+def _read_with_ase(source, index, path=None, structure=None):
+    import ase.io
+
+    try:
+        if isinstance(source, str):
+            return ase.io.read(source, index=index)
+        return ase.io.read(source, index=index, format="extxyz")
+    except InputError:
+        raise
+    except Exception as exc:  # ASE raises many types for malformed input
+        raise InputError(f"cannot parse: {exc}", file=path or source, structure=structure) from None
+
+
+def read_frames(index, which):
+    """Parse the frames ``which`` (global indices) of an indexed file; returns ase.Atoms list."""
+    if index.offsets is None:
+        frames = _read_with_ase(index.path, ":")
+        return [frames[i] for i in which]
+    out = []
+    with open(index.path, "rb") as fh:
+        for i in which:
+            fh.seek(index.offsets[i])
+            end = index.offsets[i + 1] if i + 1 < len(index) else None
+            text = fh.read() if end is None else fh.read(end - index.offsets[i])
+            atoms = _read_with_ase(io.StringIO(text.decode()), 0, index.path, i)
+            if len(atoms) != index.n_atoms[i]:
+                raise InputError("frame could not be parsed completely", file=index.path, structure=i)
+            out.append(atoms)
+    return out
+
+
+# ---- keys ------------------------------------------------------------------------------------
+
+def lookup(atoms, key, per_atom=False):
+    """Value of ``key`` in info (or arrays if per_atom), falling back to the calculator's results.
+
+    Exact name first, then case-insensitive (gap_fit matches keys case-insensitively)."""
+    sources = [atoms.arrays] if per_atom else [atoms.info]
+    if atoms.calc is not None:
+        sources.append(getattr(atoms.calc, "results", {}))
+    for src in sources:
+        if key in src:
+            return src[key]
+    low = key.lower()
+    for src in sources:
+        for k, v in src.items():
+            if k.lower() == low:
+                return v
+    return None
+
+
+def _array(value, shape_ok, what, file, index, key):
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise InputError(f"{what} is not numeric: {value!r}", file=file, structure=index, key=key) from None
+    if not shape_ok(arr):
+        raise InputError(f"{what} has shape {arr.shape}", file=file, structure=index, key=key)
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{what} contains NaN or infinity", file=file, structure=index, key=key)
+    return arr
+
+
+def to_virial(stress, volume):
+    """Virial (3, 3) eV from a stress (eV/A^3; 9 numbers or Voigt xx yy zz yz xz xy): W = -stress V."""
+    s = np.asarray(stress, dtype=float).ravel()
+    if s.size == 6:
+        xx, yy, zz, yz, xz, xy = s
+        s = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    return -s.reshape(3, 3) * volume
+
+
+def extract(atoms, index, settings, file):
+    """Observations and noise of one structure (``settings``: FitSettings)."""
+    n = len(atoms)
+    pos = _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
+    del pos
+    force_default = settings.force_parameter_name == "forces"
+    ekey, fkey = settings.energy_parameter_name, settings.force_parameter_name
+    vkey, skey = settings.virial_parameter_name, settings.stress_parameter_name
+
+    energy = lookup(atoms, ekey)
+    if energy is not None:
+        energy = float(_array(energy, lambda a: a.size == 1, "energy", file, index, ekey).ravel()[0])
+    forces = lookup(atoms, fkey, per_atom=True)
+    if forces is None and force_default:
+        fkey = "force"
+        forces = lookup(atoms, fkey, per_atom=True)
+    if forces is not None:
+        forces = _array(forces, lambda a: a.shape == (n, 3), "forces", file, index, fkey)
+    virial = lookup(atoms, vkey)
+    if virial is not None:
+        virial = _array(virial, lambda a: a.size == 9, "virial", file, index, vkey).reshape(3, 3)
+    else:
+        stress = lookup(atoms, skey)
+        if stress is not None:
+            stress = _array(stress, lambda a: a.size in (6, 9), "stress", file, index, skey)
+            if atoms.cell.rank != 3:
+                raise InputError("stress given for a structure without a 3-D cell", file=file, structure=index, key=skey)
+            virial = to_virial(stress, atoms.get_volume())
+    if virial is not None:
+        virial = 0.5 * (virial + virial.T)
+    if energy is None and forces is None and virial is None:
+        raise InputError(
+            f"structure has no observations: none of the keys '{ekey}', '{settings.force_parameter_name}', "
+            f"'{vkey}' or '{skey}' is present (set energy_parameter_name etc. to your file's keys)",
+            file=file, structure=index, key=ekey,
+        )
+
+    ckey = settings.config_type_parameter_name
+    config_type = lookup(atoms, ckey)
+    config_type = "default" if config_type is None else str(config_type)
+    sE, sF, sV, _ = settings.config_type_sigma.get(config_type, settings.default_sigma)
+    scale = math.sqrt(n) if settings.sigma_per_atom else 1.0
+    sigma_energy, sigma_virial = sE * scale, np.full((3, 3), sV * scale)
+    sigma_forces = np.full((n, 3), float(sF))
+    suffix = "_" + settings.sigma_parameter_name
+
+    def positive(value, key, shape_ok, what):
+        arr = _array(value, shape_ok, what, file, index, key)
+        if np.any(arr <= 0):
+            raise InputError(f"{what} must be positive", file=file, structure=index, key=key)
+        return arr
+
+    if (v := lookup(atoms, "energy" + suffix)) is not None:
+        sigma_energy = float(positive(v, "energy" + suffix, lambda a: a.size == 1, "energy sigma").ravel()[0])
+    if (v := lookup(atoms, "virial" + suffix)) is not None:
+        sigma_virial[:] = float(positive(v, "virial" + suffix, lambda a: a.size == 1, "virial sigma").ravel()[0])
+    if (v := lookup(atoms, "force" + suffix)) is not None:
+        sigma_forces[:] = float(positive(v, "force" + suffix, lambda a: a.size == 1, "force sigma").ravel()[0])
+    if (v := lookup(atoms, "force_atom" + suffix, per_atom=True)) is not None:
+        sigma_forces[:] = positive(v, "force_atom" + suffix, lambda a: a.shape == (n,), "per-atom force sigma")[:, None]
+    if (v := lookup(atoms, "force_component" + suffix, per_atom=True)) is not None:
+        sigma_forces[:] = positive(v, "force_component" + suffix, lambda a: a.shape == (n, 3), "force sigma")
+    for name, used, sig in (("energy", energy, sigma_energy), ("force", forces, sigma_forces), ("virial", virial, sigma_virial)):
+        if used is not None and np.any(np.asarray(sig) <= 0):
+            raise InputError(
+                f"{name} sigma is zero for config_type '{config_type}' (set default_sigma/config_type_sigma)",
+                file=file, structure=index, key=name + suffix,
+            )
+    return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
+                     sigma_forces if forces is not None else None,
+                     sigma_virial if virial is not None else None)
+
+
+def is_isolated_atom(atoms, cutoff):
+    """One atom and no neighbour (periodic image) within the cutoff (gap_fit's e0_from_xyz)."""
+    if len(atoms) != 1:
+        return False
+    if not atoms.pbc.any():
+        return True
+    from ase.neighborlist import neighbor_list
+
+    return len(neighbor_list("i", atoms, cutoff)) == 0

@@ -1,0 +1,303 @@
+"""The fit, phase by phase, as a library call: ``fit(settings, comm)`` -> Potential.
+
+read & partition -> observations -> e0 -> descriptors -> sparse points -> covariance rows ->
+solve -> write. Every rank runs every phase; errors found on one rank are raised on all ranks
+through :func:`pargap.parallel.collective`, so no rank waits in a collective alone.
+"""
+
+import datetime
+import hashlib
+import os
+import platform
+import socket
+
+import numpy as np
+
+from pargap import __version__
+from pargap.data import extract, is_isolated_atom, read_frames, scan_frames
+from pargap.descriptors import make_descriptor
+from pargap.errors import ConfigError, InputError, PargapError
+from pargap.kernels import make_kernel
+from pargap.model import Model
+from pargap.observations import VIRIAL_COMPONENTS, model_rows
+from pargap.parallel import SerialComm, collective, gather_sorted, partition_structures
+from pargap.potential import Potential
+from pargap.progress import Log, PhaseTimer
+from pargap.solve import cholesky_factor, serial_solve, tsqr_solve
+from pargap.sparsify import DescriptorPool, select_sparse
+
+
+def load_structures(comm, settings, log):
+    """Index the file on rank 0, partition by cost, read and validate this rank's structures."""
+    path = settings.at_file
+    index = comm.bcast(_try(lambda: scan_frames(path)) if comm.Get_rank() == 0 else None, root=0)
+    if isinstance(index, PargapError):
+        raise index
+    part = partition_structures(index.n_atoms, comm.Get_rank(), comm.Get_size())
+    log(f"{len(index)} structures, {sum(index.n_atoms)} atoms in {path}; {part.size} rank(s), "
+        f"row-cost imbalance {100 * part.imbalance:.1f}%")
+
+    def read_local():
+        atoms = read_frames(index, part.structures)
+        return [extract(a, i, settings, path) for a, i in zip(atoms, part.structures)]
+
+    return collective(comm, read_local), part
+
+
+def _try(func):
+    try:
+        return func()
+    except PargapError as exc:
+        return exc
+
+
+def species_order(comm, structures):
+    """Species in order of first appearance in the file (gap_fit's order), the same on all ranks."""
+    firsts = {}
+    for s in structures:
+        for a, z in enumerate(s.atoms.numbers.tolist()):
+            firsts.setdefault(z, (s.index, a))
+    merged = {}
+    for part in comm.allgather(firsts):
+        for z, where in part.items():
+            merged[z] = min(merged.get(z, where), where)
+    return [z for z, _ in sorted(merged.items(), key=lambda t: t[1])]
+
+
+def compute_e0(comm, settings, structures, species):
+    """{Z: e0 in eV} by explicit values, isolated atoms or the average energy per atom, plus e0_offset."""
+    from ase.data import atomic_numbers, chemical_symbols
+
+    e0 = settings.e0
+    if isinstance(e0, dict):
+        values = {}
+        for sym, v in e0.items():
+            if sym not in atomic_numbers:
+                raise ConfigError(f"e0: unknown element symbol '{sym}'")
+            values[atomic_numbers[sym]] = v
+        missing = [z for z in species if z not in values]
+        if missing:
+            first = _first_structure_with(comm, structures, missing)
+            raise InputError(
+                f"species {[chemical_symbols[z] for z in missing]} have no e0 value (give them in e0)",
+                file=settings.at_file, structure=first, key="e0",
+            )
+    elif e0 is not None:
+        values = {z: float(e0) for z in species}
+    elif settings.e0_method == "isolated":
+        found = gather_sorted(comm, [
+            (s.index, int(s.atoms.numbers[0]), s.energy) for s in structures
+            if s.energy is not None and is_isolated_atom(s.atoms, settings.cutoff)
+        ])
+        values = {}
+        for index, z, energy in found:
+            if z in values:
+                raise InputError(
+                    f"a second isolated atom of {chemical_symbols[z]} (e0_method=isolated needs exactly one)",
+                    file=settings.at_file, structure=index,
+                )
+            values[z] = energy
+        missing = [z for z in species if z not in values]
+        if missing:
+            first = _first_structure_with(comm, structures, missing)
+            raise InputError(
+                f"no isolated-atom structure (one atom, energy, no neighbour within the cutoff) for "
+                f"{[chemical_symbols[z] for z in missing]}: add one, or set e0 or e0_method=average",
+                file=settings.at_file, structure=first, key="e0",
+            )
+    else:
+        per = gather_sorted(comm, [(s.index, s.energy, s.n_atoms) for s in structures if s.energy is not None])
+        if not per:
+            raise InputError("e0_method=average needs energies, and no structure has one", file=settings.at_file)
+        mean = sum(e for _, e, _ in per) / sum(n for _, _, n in per)
+        values = {z: mean for z in species}
+    return {z: values.get(z, 0.0) + settings.e0_offset for z in species}
+
+
+def _first_structure_with(comm, structures, zs):
+    mine = [s.index for s in structures if set(s.atoms.numbers.tolist()) & set(zs)]
+    found = [i for part in comm.allgather(mine[:1]) for i in part]
+    return min(found) if found else None
+
+
+def expand_models(settings, species):
+    """One (descriptor, kernel, gap settings) per model after gap_fit's species expansion: a
+    distance_2b with add_species and no Z1/Z2 becomes one model per species pair i <= j."""
+    expanded = []
+    for k, g in enumerate(settings.gap):
+        pairs = [(g.Z1, g.Z2)]
+        if g.add_species and g.Z1 == 0 and g.Z2 == 0:
+            pairs = [(species[i], species[j]) for i in range(len(species)) for j in range(i, len(species))]
+        for Z1, Z2 in pairs:
+            descriptor = make_descriptor(
+                g.descriptor, cutoff=g.cutoff, cutoff_transition_width=g.cutoff_transition_width, Z1=Z1, Z2=Z2
+            )
+            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, delta=g.delta,
+                                 theta_uniform=g.theta_uniform, f0=g.f0)
+            expanded.append((descriptor, kernel, g, k))
+    return expanded
+
+
+def descriptor_pools(structures, expanded):
+    """Descriptor values (no gradients) of this rank's structures, one pool per model."""
+    pools = []
+    for descriptor, _, _, _ in expanded:
+        xs, ws, owners = [], [], []
+        for s in structures:
+            d = descriptor.compute(s.atoms, gradients=False)
+            xs.append(d.x)
+            ws.append(d.weight)
+            owners.append(np.full(len(d), s.index))
+        D = descriptor.dimension
+        pools.append(DescriptorPool(
+            np.concatenate(xs) if xs else np.zeros((0, D)),
+            np.concatenate(ws) if ws else np.zeros(0),
+            np.concatenate(owners) if owners else np.zeros(0, dtype=int),
+        ))
+    return pools
+
+
+def covariance_rows(structures, models, e0):
+    """This rank's Lambda^(-1/2) K_NM rows (n_p, M) and Lambda^(-1/2) y (n_p,).
+
+    Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV)."""
+    n_rows = sum(s.n_rows for s in structures)
+    M = sum(m.n_sparse for m in models)
+    A = np.empty((n_rows, M))
+    b = np.empty(n_rows)
+    row = 0
+    for s in structures:
+        rows = model_rows(s.atoms, models, gradients=s.forces is not None or s.virial is not None)
+        if s.energy is not None:
+            baseline = sum(e0[int(z)] for z in s.atoms.numbers)
+            A[row] = rows.energy / s.sigma_energy
+            b[row] = (s.energy - baseline) / s.sigma_energy
+            row += 1
+        if s.forces is not None:
+            n = 3 * s.n_atoms
+            A[row:row + n] = (rows.forces / s.sigma_forces[:, :, None]).reshape(n, M)
+            b[row:row + n] = (s.forces / s.sigma_forces).ravel()
+            row += n
+        if s.virial is not None:
+            for k, l in VIRIAL_COMPONENTS:
+                A[row] = rows.virial[k, l] / s.sigma_virial[k, l]
+                b[row] = s.virial[k, l] / s.sigma_virial[k, l]
+                row += 1
+    assert row == n_rows
+    return A, b
+
+
+def file_hash(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fit(settings, comm=None, log=None, timer=None):
+    """Fit the sparse GP(s) described by ``settings`` (FitSettings) on ``comm``'s ranks.
+
+    Returns the Potential on every rank; writing it is :func:`write_potential`'s job."""
+    comm = comm or SerialComm()
+    log = log or Log(comm)
+    timer = timer or PhaseTimer(comm, log)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    seed = settings.rnd_seed
+    if seed < 0:
+        seed = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if rank == 0 else None, root=0)
+
+    with timer.phase("read"):
+        structures, part = load_structures(comm, settings, log)
+        species = species_order(comm, structures)
+        e0 = collective(comm, compute_e0, comm, settings, structures, species)
+        counts = comm.allreduce(np.array([
+            sum(s.energy is not None for s in structures),
+            sum(3 * s.n_atoms for s in structures if s.forces is not None),
+            sum(6 for s in structures if s.virial is not None),
+        ]))
+    from ase.data import chemical_symbols
+
+    log("species " + " ".join(chemical_symbols[z] for z in species) + "; e0 "
+        + " ".join(f"{chemical_symbols[z]}={v:.6f}" for z, v in e0.items()) + " eV")
+    log(f"observations: {counts[0]} energies, {counts[1]} force components, {counts[2]} virial components")
+
+    expanded = expand_models(settings, species)
+    with timer.phase("descriptors"):
+        pools = descriptor_pools(structures, expanded)
+
+    with timer.phase("sparse points"):
+        models = []
+        for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
+            where = f"model {k} ({descriptor.name} Z1={descriptor.Z1} Z2={descriptor.Z2})"
+            x, w, _ = collective(comm, select_sparse, comm, pool, method=g.sparse_method,
+                                 n_sparse=g.n_sparse, seed=seed + k, sparse_file=g.sparse_file, where=where)
+            models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
+            log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
+        del pools
+
+    with timer.phase("covariance rows"):
+        A, b = collective(comm, covariance_rows, structures, models, e0)
+        n_total = comm.allreduce(len(b))
+        M = A.shape[1]
+        log(f"K_NM: {n_total} rows x {M} sparse points; this rank {A.nbytes / 2**20:.1f} MB")
+
+    with timer.phase("solve"):
+        K_mm = _block_diagonal([m.covariance_sparse(settings.sparse_jitter) for m in models])
+        U = collective(comm, cholesky_factor, K_mm)
+        solver = settings.solver
+        if solver == "auto":
+            solver = "tsqr"
+        if solver == "serial":
+            A_all = comm.gather(A, root=0)
+            b_all = comm.gather(b, root=0)
+            solution = None
+            if rank == 0:
+                solution = _try(lambda: serial_solve(np.vstack(A_all), np.concatenate(b_all), U))
+            solution = comm.bcast(solution, root=0)
+            if isinstance(solution, PargapError):
+                raise solution
+        else:
+            solution = tsqr_solve(comm, A, b, U)
+        del A, b
+        log(f"solved by {solver}: condition estimate {solution.condition:.3e}, "
+            f"residual {solution.residual:.4e}")
+    start = 0
+    for m in models:
+        m.alpha = solution.alpha[start:start + m.n_sparse]
+        start += m.n_sparse
+
+    provenance = {
+        "pargap_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "ranks": size,
+        "at_file": os.path.abspath(settings.at_file),
+        "at_file_sha256": file_hash(settings.at_file) if rank == 0 else "",
+        "rnd_seed": seed,
+        "condition_estimate": solution.condition,
+        "n_rows": int(n_total),
+    }
+    return Potential(models, e0, settings.to_toml(), provenance)
+
+
+def _block_diagonal(blocks):
+    import scipy.linalg
+
+    return scipy.linalg.block_diag(*blocks)
+
+
+def write_potential(comm, potential, path):
+    """Rank 0 writes the file atomically; a failure there is raised on every rank."""
+    def write():
+        if comm.Get_rank() == 0:
+            try:
+                potential.save(path)
+            except OSError as exc:
+                raise PargapError(f"cannot write {path}: {exc}") from None
+
+    collective(comm, write)
+
+
+__all__ = ["fit", "write_potential"]

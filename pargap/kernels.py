@@ -1,0 +1,79 @@
+"""Covariance functions k(x, s) between descriptors, and their gradients with respect to x.
+
+Kernels follow scikit-learn's habit: the constructor only stores arguments, ``k(X, Y)`` gives
+the (n, m) covariance matrix. The derivative with respect to the descriptor (what force and
+virial rows need) is ``gradient_dot``; hyperparameter derivatives are not needed by the fit.
+"""
+
+import numpy as np
+
+from pargap.errors import ConfigError
+
+
+class SquaredExponential:
+    """gap_fit's ``ard_se``: k(x, s) = delta^2 exp(-1/2 sum_d (x_d - s_d)^2 / theta_d^2) + f0^2.
+
+    delta: energy scale (eV). theta: length scales, one per descriptor dimension (or one value
+    for all), in the descriptor's units. f0: constant offset (eV), gap_fit default 0.
+    """
+
+    name = "ard_se"
+
+    def __init__(self, *, delta, theta, f0=0.0):
+        self.delta = float(delta)
+        self.theta = np.atleast_1d(np.asarray(theta, dtype=float))
+        self.f0 = float(f0)
+        if np.any(self.theta <= 0):
+            raise ConfigError(f"ard_se: theta must be positive, got {self.theta}")
+
+    def params(self):
+        return {"delta": self.delta, "theta": self.theta, "f0": self.f0}
+
+    def _exponential(self, X, Y):
+        """delta^2 exp(-|x - s|^2_theta / 2), (n, m)."""
+        Xs = X / self.theta
+        Ys = Y / self.theta
+        sq = (Xs**2).sum(1)[:, None] + (Ys**2).sum(1)[None, :] - 2.0 * Xs @ Ys.T
+        np.maximum(sq, 0.0, out=sq)
+        return self.delta**2 * np.exp(-0.5 * sq)
+
+    def __call__(self, X, Y=None):
+        """Covariance matrix k(X_i, Y_j): X (n, D), Y (m, D) -> (n, m), eV^2 units of delta^2."""
+        Y = X if Y is None else Y
+        return self._exponential(X, Y) + self.f0**2
+
+    def diag(self, X):
+        return np.full(len(X), self.delta**2 + self.f0**2)
+
+    def gradient_dot(self, X, Y, dX, owner, K=None):
+        """Directional derivatives (grad_x k)(X[owner_g], Y_m) . dX_g[c].
+
+        X: (n, D) descriptors, Y: (m, D) sparse points, dX: (G, C, D) descriptor derivatives
+        (C Cartesian directions), owner: (G,) row of X each derivative belongs to.
+        K: optional precomputed ``self(X, Y)``. Returns (G, C, m).
+
+        grad_x k(x, s) = -delta^2 exp(...) (x - s) / theta^2, so the contraction is
+        -k_exp(x, s) [dX . x/theta^2 - dX . s/theta^2]: no (G, m, D) tensor is formed.
+        """
+        E = (self._exponential(X, Y) if K is None else K - self.f0**2)[owner]  # (G, m)
+        inv_t2 = 1.0 / self.theta**2
+        along_x = np.einsum("gcd,gd->gc", dX, X[owner] * inv_t2)  # (G, C)
+        along_s = dX @ (Y * inv_t2).T  # (G, C, m)
+        return -E[:, None, :] * (along_x[:, :, None] - along_s)
+
+
+KERNELS = {"ard_se": SquaredExponential}
+
+
+def make_kernel(name, *, dimension, delta, theta_uniform=None, theta=None, f0=0.0, **extra):
+    """Build a kernel from gap_fit-style settings (``covariance_type``, ``delta``, ``theta_uniform``)."""
+    if extra:
+        raise ConfigError(f"kernel '{name}': unsupported settings {sorted(extra)}")
+    if name == "ard_se":
+        if (theta_uniform is None) == (theta is None):
+            raise ConfigError("ard_se kernel: give exactly one of theta_uniform or theta")
+        th = np.full(dimension, float(theta_uniform)) if theta is None else np.asarray(theta, float)
+        if th.shape != (dimension,):
+            raise ConfigError(f"ard_se kernel: theta needs {dimension} values, got {th.size}")
+        return SquaredExponential(delta=delta, theta=th, f0=f0)
+    raise ConfigError(f"unknown covariance_type '{name}'; supported: {', '.join(KERNELS)}")

@@ -1,0 +1,128 @@
+"""The MPI edge: balanced partition of structures, collective error checks, a serial stand-in.
+
+A partition is a pure function of the costs and the rank count, testable without MPI.
+"""
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+from pargap.errors import PargapError
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Structures (global indices, ascending) owned by ``rank`` of ``size``; ``loads`` per rank."""
+
+    rank: int
+    size: int
+    structures: tuple
+    loads: tuple
+
+    @property
+    def imbalance(self):
+        """max load / mean load - 1 (0 is perfect)."""
+        mean = sum(self.loads) / self.size
+        return max(self.loads) / mean - 1.0 if mean > 0 else 0.0
+
+
+def balanced_partition(costs, size):
+    """Assign items of the given costs to ``size`` bins, largest first to the lightest bin (LPT).
+
+    Deterministic: ties go to the lower rank. Returns a list of ``size`` sorted index lists."""
+    order = sorted(range(len(costs)), key=lambda i: (-costs[i], i))
+    heap = [(0.0, r) for r in range(size)]
+    owned = [[] for _ in range(size)]
+    for i in order:
+        load, r = heapq.heappop(heap)
+        owned[r].append(i)
+        heapq.heappush(heap, (load + costs[i], r))
+    return [sorted(o) for o in owned]
+
+
+def partition_structures(n_atoms, rank, size):
+    """Partition structures by their row-building cost, ~ rows = 3 n_atoms + 7 (energy, virial)."""
+    costs = [3 * n + 7 for n in n_atoms]
+    owned = balanced_partition(costs, size)
+    loads = tuple(sum(costs[i] for i in o) for o in owned)
+    return Partition(rank, size, tuple(owned[rank]), loads)
+
+
+class SerialComm:
+    """The few mpi4py communicator calls pargap uses, for one process without MPI."""
+
+    rank = 0
+    size = 1
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def allgather(self, obj):
+        return [obj]
+
+    def gather(self, obj, root=0):
+        return [obj]
+
+    def allreduce(self, obj, op=None):
+        return obj
+
+    def Barrier(self):
+        pass
+
+    def Abort(self, code=1):
+        raise SystemExit(code)
+
+
+def world():
+    """MPI.COMM_WORLD when mpi4py imports (it starts MPI), else a SerialComm."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return SerialComm()
+    return MPI.COMM_WORLD
+
+
+def collective(comm, func, *args, **kwargs):
+    """Run ``func`` on every rank; if it raises a PargapError on any rank, raise it on all ranks.
+
+    Every rank reaches the same allgather whatever happens locally, so no rank is left waiting in
+    a later collective. The error of the lowest failing rank is raised, naming that rank."""
+    result, error = None, None
+    try:
+        result = func(*args, **kwargs)
+    except PargapError as exc:
+        error = str(exc)
+    errors = comm.allgather(error)
+    for r, e in enumerate(errors):
+        if e is not None:
+            prefix = f"rank {r}: " if comm.size > 1 else ""
+            raise PargapError(prefix + e)
+    return result
+
+
+def gather_sorted(comm, items):
+    """allgather lists of (key, ...) tuples and return them merged, sorted by key."""
+    out = []
+    for part in comm.allgather(items):
+        out.extend(part)
+    out.sort(key=lambda t: t[0])
+    return out
+
+
+def allreduce_array(comm, array, op="sum"):
+    """Elementwise reduction of a numpy array over ranks (deterministic order, via allgather)."""
+    parts = comm.allgather(np.asarray(array))
+    if op == "sum":
+        return np.sum(parts, axis=0)
+    if op == "min":
+        return np.min(parts, axis=0)
+    if op == "max":
+        return np.max(parts, axis=0)
+    raise ValueError(op)

@@ -1,0 +1,157 @@
+"""A fitted GAP: models, coefficients and e0; prediction and the HDF5 file format.
+
+    E = sum_a e0(Z_a) + sum_models sum_i sum_m alpha_m w(x_i) k(x_i, s_m) w_m
+
+HDF5 layout (one file per potential, readable with plain h5py):
+
+    /                     attrs: format="pargap-potential", format_version, pargap_version
+    /e0                   attrs: species (Z,) and values (eV), datasets Z (S,), e0 (S,)
+    /models/<k>           k = 0, 1, ... in fit order; attrs: descriptor (name), kernel (name),
+                          gap_index, and every descriptor/kernel hyperparameter as
+                          attrs "descriptor.<name>" / "kernel.<name>"
+    /models/<k>/alpha         (M,)   coefficients
+    /models/<k>/sparse_x      (M, D) sparse descriptors
+    /models/<k>/sparse_weight (M,)   cutoff weights of the sparse points (gap_fit's sparseCutoff)
+    /settings             attrs: the fit's settings as TOML text ("toml")
+    /provenance           attrs: date, host, ranks, pargap version, data file hashes
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from pargap import __version__
+from pargap.descriptors import make_descriptor
+from pargap.errors import InputError
+from pargap.kernels import make_kernel
+from pargap.model import Model
+from pargap.observations import model_rows
+
+FORMAT = "pargap-potential"
+FORMAT_VERSION = 1
+
+
+class Potential:
+    """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict."""
+
+    def __init__(self, models, e0, settings="", provenance=None):
+        self.models = list(models)
+        self.e0 = {int(z): float(v) for z, v in e0.items()}
+        self.settings = settings
+        self.provenance = dict(provenance or {})
+
+    @property
+    def cutoff(self):
+        return max(m.descriptor.cutoff for m in self.models)
+
+    @property
+    def alpha(self):
+        return np.concatenate([m.alpha for m in self.models])
+
+    def baseline_energy(self, numbers):
+        """sum_a e0(Z_a), eV. Unknown species are an error naming them."""
+        unknown = sorted(set(int(z) for z in numbers) - set(self.e0))
+        if unknown:
+            raise InputError(
+                f"species Z={unknown} unknown to this potential (it knows Z={sorted(self.e0)})"
+            )
+        return float(sum(self.e0[int(z)] for z in numbers))
+
+    def predict(self, atoms, gradients=True):
+        """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
+        rows = model_rows(atoms, self.models, gradients=gradients)
+        alpha = self.alpha
+        e0_atoms = np.array([self.e0.get(int(z), 0.0) for z in atoms.numbers])
+        self.baseline_energy(atoms.numbers)
+        out = {
+            "energy": float(rows.energy @ alpha) + float(e0_atoms.sum()),
+            "energies": rows.local @ alpha + e0_atoms,
+        }
+        if gradients:
+            out["forces"] = rows.forces @ alpha
+            virial = rows.virial @ alpha
+            out["virial"] = 0.5 * (virial + virial.T)
+        return out
+
+    # ---- HDF5 ---------------------------------------------------------------------------------
+    def save(self, path):
+        """Write the potential to ``path`` atomically (temporary file in the same folder, then rename)."""
+        import h5py
+
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".pargap-", suffix=".h5.tmp", dir=folder)
+        os.close(fd)
+        try:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["format_version"] = FORMAT_VERSION
+                f.attrs["pargap_version"] = __version__
+                zs = sorted(self.e0)
+                g = f.create_group("e0")
+                g.create_dataset("Z", data=np.array(zs, dtype=np.int64))
+                g.create_dataset("e0", data=np.array([self.e0[z] for z in zs]))
+                models = f.create_group("models")
+                for k, m in enumerate(self.models):
+                    mg = models.create_group(str(k))
+                    mg.attrs["descriptor"] = m.descriptor.name
+                    mg.attrs["kernel"] = m.kernel.name
+                    mg.attrs["gap_index"] = m.gap_index
+                    for key, val in m.descriptor.params().items():
+                        mg.attrs[f"descriptor.{key}"] = val
+                    for key, val in m.kernel.params().items():
+                        mg.attrs[f"kernel.{key}"] = val
+                    mg.create_dataset("alpha", data=np.asarray(m.alpha, dtype=float))
+                    mg.create_dataset("sparse_x", data=np.asarray(m.sparse_x, dtype=float))
+                    mg.create_dataset("sparse_weight", data=np.asarray(m.sparse_weight, dtype=float))
+                f.create_group("settings").attrs["toml"] = self.settings
+                prov = f.create_group("provenance")
+                for key, val in self.provenance.items():
+                    prov.attrs[key] = val if isinstance(val, (int, float, str)) else json.dumps(val)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path):
+        import h5py
+
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise InputError("no such potential file", file=path)
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise InputError(f"not an HDF5 file ({exc})", file=path) from None
+        with f:
+            if f.attrs.get("format") != FORMAT:
+                raise InputError("not a pargap potential (attribute 'format' missing)", file=path)
+            e0 = dict(zip(f["e0/Z"][()].tolist(), f["e0/e0"][()].tolist()))
+            models = []
+            for k in sorted(f["models"], key=int):
+                mg = f["models"][k]
+                dparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("descriptor.")}
+                kparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("kernel.")}
+                descriptor = make_descriptor(mg.attrs["descriptor"], **dparams)
+                kernel = make_kernel(mg.attrs["kernel"], dimension=descriptor.dimension, **kparams)
+                models.append(
+                    Model(descriptor, kernel, mg["sparse_x"][()], mg["sparse_weight"][()],
+                          mg["alpha"][()], int(mg.attrs["gap_index"]))
+                )
+            settings = f["settings"].attrs.get("toml", "")
+            provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
+        return cls(models, e0, settings, provenance)
+
+
+def _plain(value):
+    """h5py attribute -> plain Python (numpy scalars to Python numbers)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value

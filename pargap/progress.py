@@ -1,0 +1,52 @@
+"""Per-phase wall time and peak memory of every rank, logged on rank 0."""
+
+import resource
+import sys
+import time
+from contextlib import contextmanager
+
+
+def peak_memory_mb():
+    """Peak resident memory of this process (MB), from getrusage (kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class Log:
+    """Messages from rank 0 only, to stderr-free stdout, flushed (batch logs show them live)."""
+
+    def __init__(self, comm, stream=None, quiet=False):
+        self.rank = comm.Get_rank()
+        self.stream = stream or sys.stdout
+        self.quiet = quiet
+
+    def __call__(self, message):
+        if self.rank == 0 and not self.quiet:
+            print(f"[pargap] {message}", file=self.stream, flush=True)
+
+
+class PhaseTimer:
+    """``with timer.phase("descriptors"):`` times a phase (max over ranks) and records peak memory.
+
+    The report after each phase is collective: every rank must enter every phase."""
+
+    def __init__(self, comm, log):
+        self.comm = comm
+        self.log = log
+        self.phases = []  # (name, seconds max over ranks, peak MB max, peak MB sum)
+
+    @contextmanager
+    def phase(self, name):
+        start = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - start
+        stats = self.comm.allgather((elapsed, peak_memory_mb()))
+        t_max = max(s[0] for s in stats)
+        m_max = max(s[1] for s in stats)
+        m_sum = sum(s[1] for s in stats)
+        self.phases.append((name, t_max, m_max, m_sum))
+        self.log(f"{name:<16s} {t_max:9.3f} s   peak memory per rank max {m_max:8.1f} MB, sum {m_sum:8.1f} MB")
+
+    def summary(self):
+        total = sum(p[1] for p in self.phases)
+        return {"phases": {p[0]: {"seconds": p[1], "peak_mb_max": p[2], "peak_mb_sum": p[3]} for p in self.phases},
+                "total_seconds": total}

@@ -1,0 +1,122 @@
+"""The sparse GP solve as a least-squares problem, by QR, never by the normal equations.
+
+    A = [ Lambda^(-1/2) K_NM ]    b = [ Lambda^(-1/2) y ]    K_MM + jitter I = U^T U
+        [        U           ]        [       0         ]
+
+    alpha = argmin ||A alpha - b||:   A = Q R,  R alpha = Q^T b
+
+``serial_solve`` is the reference on the whole A. ``tsqr_solve`` is the tall-skinny QR over
+row blocks distributed on the ranks: each rank factorises [A_p | b_p], then the (M+1)-column R
+factors are combined pairwise up a binary tree; the root back-substitutes and broadcasts alpha.
+Memory per rank: its rows plus two (M+1) x (M+1) triangles.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from pargap.errors import PargapError
+
+CONDITION_WARNING = 1e12
+
+
+@dataclass
+class Solution:
+    alpha: np.ndarray  # (M,)
+    condition: float  # condition number estimate of R (= of A)
+    residual: float  # ||A alpha - b||
+
+
+def cholesky_factor(K_mm):
+    """Upper U with K_MM = U^T U (with the jitter already on the diagonal)."""
+    try:
+        return scipy.linalg.cholesky(K_mm, lower=False)
+    except np.linalg.LinAlgError:
+        raise PargapError(
+            "K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, more "
+            "distinct sparse points"
+        ) from None
+
+
+def _r_of(block):
+    """R factor (k, M+1) of a block [A | b] with k = min(rows, M+1)."""
+    if block.shape[0] == 0:
+        return np.zeros((0, block.shape[1]))
+    return scipy.linalg.qr(block, mode="r", overwrite_a=True, check_finite=False)[0]
+
+
+def condition_estimate(R):
+    """2-norm condition number of the triangle R (that of A): exact by SVD up to M = 4000, beyond
+    that the lower bound max|R_ii| / min|R_ii|."""
+    if R.shape[0] <= 4000:
+        s = scipy.linalg.svdvals(R, check_finite=False)
+        return float(s[0] / s[-1]) if s[-1] > 0 else np.inf
+    d = np.abs(np.diag(R))
+    return float(d.max() / d.min())
+
+
+def _back_substitute(R_aug, M):
+    R = R_aug[:M, :M]
+    c = R_aug[:M, M]
+    residual = abs(R_aug[M, M]) if R_aug.shape[0] > M else 0.0
+    if R.shape[0] < M or np.any(np.abs(np.diag(R)) == 0.0):
+        raise PargapError("the least-squares matrix is rank deficient: raise sparse_jitter or use fewer sparse points")
+    condition = condition_estimate(R)
+    alpha = scipy.linalg.solve_triangular(R, c, lower=False, check_finite=False)
+    if not np.all(np.isfinite(alpha)):
+        raise PargapError("the solve produced non-finite coefficients: raise sparse_jitter or use fewer sparse points")
+    return Solution(alpha, float(condition), float(residual))
+
+
+def _warn_condition(solution):
+    if solution.condition > CONDITION_WARNING:
+        warnings.warn(
+            f"ill-conditioned fit (condition estimate {solution.condition:.2e}); the coefficients may be "
+            "inaccurate: raise sparse_jitter or use fewer sparse points",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def serial_solve(A_nm, b, U):
+    """Reference solve on one process. A_nm: (N, M) = Lambda^(-1/2) K_NM; b: (N,); U: (M, M)."""
+    M = U.shape[0]
+    block = np.vstack([np.column_stack([A_nm, b]), np.column_stack([U, np.zeros(M)])])
+    solution = _back_substitute(_r_of(block), M)
+    _warn_condition(solution)
+    return solution
+
+
+def tsqr_solve(comm, A_local, b_local, U):
+    """Tall-skinny QR over ranks. Every rank passes its rows (A_local (n_p, M), b_local (n_p,))
+    and the same U; every rank returns the same Solution (alpha broadcast from rank 0)."""
+    M = U.shape[0]
+    rank, size = comm.Get_rank(), comm.Get_size()
+    block = np.column_stack([A_local, b_local])
+    if rank == 0:
+        block = np.vstack([block, np.column_stack([U, np.zeros(M)])])
+    R = _r_of(block)
+    del block
+    step = 1
+    while step < size:
+        if rank % (2 * step) == step:
+            comm.send(R, dest=rank - step, tag=step)
+            R = None
+            break
+        if rank % (2 * step) == 0 and rank + step < size:
+            other = comm.recv(source=rank + step, tag=step)
+            R = _r_of(np.vstack([R, other]))
+        step *= 2
+    solution, error = None, None
+    if rank == 0:
+        try:
+            solution = _back_substitute(R, M)
+        except PargapError as exc:
+            error = str(exc)
+    solution, error = comm.bcast((solution, error), root=0)
+    if error:
+        raise PargapError(error)
+    _warn_condition(solution)
+    return solution

@@ -1,0 +1,188 @@
+"""Sparse point selection, collective and independent of the number of ranks.
+
+Descriptors are numbered globally: structures in file order, then each structure's descriptors
+in the descriptor's own order. Every method picks by global number, so the chosen points are the
+same for any rank count. Exact duplicates within a structure (distance_2b lists every pair twice)
+are removed from the candidates first, as gap_fit does; ``index_file`` indices refer to the full
+list, duplicates included (1-based, as gap_fit).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pargap.errors import ConfigError, InputError
+
+DUPLICATE_TOLERANCE = 1e-10
+
+
+@dataclass
+class DescriptorPool:
+    """This rank's descriptors of one model: x (n, D), weight (n,), structure (n,) global index of
+    the owning structure, ascending; ``counts`` {structure: descriptors} of the local structures."""
+
+    x: np.ndarray
+    weight: np.ndarray
+    structure: np.ndarray
+
+    def counts(self):
+        s, c = np.unique(self.structure, return_counts=True)
+        return dict(zip(s.tolist(), c.tolist()))
+
+
+def unique_mask(x, tol=DUPLICATE_TOLERANCE):
+    """True for the first of every group of rows of x equal within ``tol`` (max abs difference)."""
+    n = len(x)
+    keep = np.ones(n, dtype=bool)
+    if n < 2:
+        return keep
+    order = np.lexsort(x.T[::-1])
+    xs = x[order]
+    same = np.all(np.abs(np.diff(xs, axis=0)) < tol, axis=1)
+    # within a run of equal rows keep the smallest original index
+    run = np.concatenate([[0], np.cumsum(~same)])
+    first = np.full(run[-1] + 1, n)
+    np.minimum.at(first, run, order)
+    keep[:] = False
+    keep[first] = True
+    return keep
+
+
+def _global_offsets(comm, counts):
+    """Global start index of each structure's block, from every rank's {structure: count}."""
+    merged = {}
+    for part in comm.allgather(counts):
+        merged.update(part)
+    offsets, total = {}, 0
+    for s in sorted(merged):
+        offsets[s] = total
+        total += merged[s]
+    return offsets, total
+
+
+def _collect(comm, pool, local_positions, global_ids):
+    """Gather the chosen points (x, w) from their owners, ordered by global id."""
+    mine = [(int(g), pool.x[p], float(pool.weight[p])) for p, g in zip(local_positions, global_ids)]
+    chosen = []
+    for part in comm.allgather(mine):
+        chosen.extend(part)
+    chosen.sort(key=lambda t: t[0])
+    ids = np.array([c[0] for c in chosen], dtype=np.int64)
+    D = pool.x.shape[1]
+    x = np.array([c[1] for c in chosen]).reshape(len(chosen), D)
+    w = np.array([c[2] for c in chosen])
+    return x, w, ids
+
+
+def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None, where="model"):
+    """Choose the sparse points of one model. Returns (sparse_x (M, D), sparse_weight (M,), ids (M,)).
+
+    ids are global candidate numbers (0-based; for index_file, the 1-based file entries minus 1)."""
+    if method == "file":
+        return read_sparse_file(sparse_file, pool.x.shape[1], where) + (np.arange(0),)
+
+    counts = pool.counts()
+    all_offsets, n_all = _global_offsets(comm, counts)
+    # global number of every local descriptor (duplicates included)
+    local_start = np.zeros(len(pool.x), dtype=np.int64)
+    for s in counts:
+        rows = np.flatnonzero(pool.structure == s)
+        local_start[rows] = all_offsets[s] + np.arange(len(rows))
+
+    if method == "index_file":
+        idx = read_index_file(sparse_file, where)
+        if n_sparse and len(idx) != n_sparse:
+            raise ConfigError(f"{where}: n_sparse={n_sparse} but {sparse_file} lists {len(idx)} indices")
+        if idx.max() > n_all:
+            raise InputError(f"index {idx.max()} exceeds the {n_all} descriptors of {where}", file=sparse_file)
+        wanted = set((idx - 1).tolist())
+        pos = [p for p, g in enumerate(local_start) if g in wanted]
+        return _collect(comm, pool, pos, local_start[pos])
+
+    cand = np.zeros(len(pool.x), dtype=bool)
+    for s in counts:
+        rows = np.flatnonzero(pool.structure == s)
+        cand[rows] = unique_mask(pool.x[rows])
+    cand_counts = {s: int(cand[pool.structure == s].sum()) for s in counts}
+    cand_offsets, n_cand = _global_offsets(comm, cand_counts)
+    cand_local = np.flatnonzero(cand)
+    cand_global = np.zeros(len(cand_local), dtype=np.int64)
+    for s in counts:
+        sel = pool.structure[cand_local] == s
+        cand_global[sel] = cand_offsets[s] + np.arange(sel.sum())
+    if n_cand == 0:
+        raise InputError(f"{where}: no descriptors in the training data (is the cutoff too short?)")
+
+    if method == "none":
+        chosen = cand_global
+    else:
+        m = n_sparse
+        if m > n_cand:
+            m = n_cand  # gap_fit caps n_sparse at the number of candidates, with a warning
+        if method == "random":
+            chosen = np.sort(np.random.default_rng(seed).choice(n_cand, size=m, replace=False))
+        elif method == "uniform":
+            chosen = _uniform(comm, pool.x[cand_local], cand_global, n_cand, m, seed)
+        else:
+            raise ConfigError(f"{where}: unknown sparse_method '{method}'")
+    take = np.isin(cand_global, chosen)
+    x, w, ids = _collect(comm, pool, cand_local[take], cand_global[take])
+    return x, w, ids
+
+
+def _uniform(comm, x, gid, n_cand, m, seed):
+    """gap_fit's select_uniform: a grid of ceil(m^(1/D)) bins per dimension over the data range;
+    walking the candidates in global order, take each one whose bin is still empty, until m.
+    Missing picks (fewer occupied bins than m) are filled at random from the rest, seeded."""
+    D = x.shape[1]
+    lo = np.min([p for p in comm.allgather(x.min(0) if len(x) else None) if p is not None], axis=0)
+    hi = np.max([p for p in comm.allgather(x.max(0) if len(x) else None) if p is not None], axis=0)
+    G = int(np.ceil(m ** (1.0 / D) - 1e-12))
+    span = np.where(hi > lo, hi - lo, 1.0)
+    t = (x - lo) / span * (G - 1)
+    b = np.floor(t + 0.5).astype(np.int64)  # Fortran nint: half away from zero (t >= 0 here)
+    flat = (b * (G ** np.arange(D))).sum(1) if len(x) else np.zeros(0, dtype=np.int64)
+    first = {}
+    for f, g in zip(flat.tolist(), gid.tolist()):
+        if f not in first or g < first[f]:
+            first[f] = g
+    merged = {}
+    for part in comm.allgather(first):
+        for f, g in part.items():
+            if f not in merged or g < merged[f]:
+                merged[f] = g
+    picks = sorted(merged.values())[:m]
+    if len(picks) < m:
+        rest = np.setdiff1d(np.arange(n_cand), picks)
+        extra = np.random.default_rng(seed).choice(rest, size=m - len(picks), replace=False)
+        picks = sorted(picks + extra.tolist())
+    return np.array(picks, dtype=np.int64)
+
+
+def read_index_file(path, where):
+    """gap_fit's ``index_file``: one 1-based descriptor index per line."""
+    try:
+        with open(path) as fh:
+            idx = np.array([int(line.split()[0]) for line in fh if line.strip()], dtype=np.int64)
+    except FileNotFoundError:
+        raise InputError(f"sparse_file for {where} not found", file=path) from None
+    except ValueError as exc:
+        raise InputError(f"not a list of integers ({exc})", file=path) from None
+    if len(idx) == 0 or idx.min() < 1:
+        raise InputError("indices must be 1-based and at least one", file=path)
+    return np.unique(idx)
+
+
+def read_sparse_file(path, dimension, where):
+    """gap_fit's ``file``: per sparse point its cutoff weight, then its D components, one per line."""
+    try:
+        with open(path) as fh:
+            values = np.array([float(line) for line in fh if line.strip()])
+    except FileNotFoundError:
+        raise InputError(f"sparse_file for {where} not found", file=path) from None
+    except ValueError as exc:
+        raise InputError(f"not a list of numbers ({exc})", file=path) from None
+    if len(values) == 0 or len(values) % (dimension + 1):
+        raise InputError(f"expected a multiple of {dimension + 1} numbers (weight + {dimension} components)", file=path)
+    values = values.reshape(-1, dimension + 1)
+    return values[:, 1:].copy(), values[:, 0].copy()
