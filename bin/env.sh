@@ -12,8 +12,8 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 export OMP_NUM_THREADS=1
 export OPENBLAS_NUM_THREADS=1
 
-# Debian's h5py loads its MPI build only when it detects an mpirun launch
-# (OMPI_COMM_WORLD_SIZE); make plain `python`/pytest processes use it too.
-export H5PY_ALWAYS_USE_MPI=1
+# Debian's h5py loads its MPI build by itself when it detects an mpirun launch
+# (OMPI_COMM_WORLD_SIZE); serial processes (pytest, one-rank runs) get the serial build
+# and never start MPI.
 
 export PATH="$PARGAP_ROOT/.venv/bin:$PATH"

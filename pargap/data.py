@@ -107,12 +107,13 @@ def scan_frames(path):
 
 
 def _read_with_ase(source, index, path=None, structure=None):
+    """ase.io.read on this rank only (ASE would otherwise broadcast from rank 0 under MPI)."""
     import ase.io
 
     try:
         if isinstance(source, str):
-            return ase.io.read(source, index=index)
-        return ase.io.read(source, index=index, format="extxyz")
+            return ase.io.read(source, index=index, parallel=False)
+        return ase.io.read(source, index=index, format="extxyz", parallel=False)
     except InputError:
         raise
     except Exception as exc:  # ASE raises many types for malformed input

@@ -80,12 +80,22 @@ class SerialComm:
         raise SystemExit(code)
 
 
+LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_PROCID")
+
+
 def world():
-    """MPI.COMM_WORLD when mpi4py imports (it starts MPI), else a SerialComm."""
+    """MPI.COMM_WORLD when started by an MPI launcher (mpirun, srun, ...), else a SerialComm, so
+    that one rank runs without mpirun and without starting MPI. PARGAP_MPI=1 or 0 forces the choice."""
+    import os
+
+    forced = os.environ.get("PARGAP_MPI")
+    use_mpi = forced == "1" if forced in ("0", "1") else any(v in os.environ for v in LAUNCHER_VARIABLES)
+    if not use_mpi:
+        return SerialComm()
     try:
         from mpi4py import MPI
     except ImportError:
-        return SerialComm()
+        raise PargapError("started under an MPI launcher but mpi4py is not installed (pip install mpi4py)") from None
     return MPI.COMM_WORLD
 
 
