@@ -47,6 +47,7 @@ class GapSettings:
     n_sparse: int | None = None
     sparse_method: str = "random"
     sparse_file: str | None = None
+    print_sparse_index: str | None = None
     add_species: bool = True
 
     def __post_init__(self):
@@ -292,9 +293,12 @@ GAPFIT_UNSUPPORTED = {
     "mpi_blocksize_cols": "pargap partitions rows itself",
     "export_covariance": "not supported",
 }
+GAPFIT_NO_EFFECT = {"do_copy_atoms_file"}
+"""gap_fit options accepted and without effect on pargap's output (gap_fit's XML copy of the data)."""
+
 GAP_STRING_UNSUPPORTED = {
     "exponents", "n_exponents", "tail_range", "tail_exponent", "resid_name", "only_intra",
-    "only_inter", "theta_file", "theta_fac", "print_sparse_index", "unique_hash_tolerance",
+    "only_inter", "theta_file", "theta_fac", "unique_hash_tolerance",
     "unique_descriptor_tolerance", "config_type_n_sparse", "zeta", "soap_exponent",
 }
 
@@ -324,9 +328,10 @@ def _split_top(text, sep=None):
 
 
 def _unbrace(value):
+    """Strip enclosing braces, repeatedly (QUIP's own tests write ``gap={{...}}``)."""
     value = value.strip()
-    if value.startswith("{") and value.endswith("}"):
-        return value[1:-1].strip()
+    while value.startswith("{") and value.endswith("}") and len(_split_top(value)) == 1:
+        value = value[1:-1].strip()
     return value
 
 
@@ -406,6 +411,8 @@ def parse_gapfit_args(tokens):
                 data["e0"] = {items[i]: float(items[i + 1]) for i in range(0, len(items), 2)}
             else:
                 data["e0"] = float(inner)
+        elif low in GAPFIT_NO_EFFECT:
+            continue
         elif low in known:
             data[known[low]] = _parse_scalar(_unbrace(value))
         else:

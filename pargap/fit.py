@@ -187,6 +187,16 @@ def covariance_rows(structures, models, e0):
     return A, b
 
 
+def append_sparse_index(comm, path, ids):
+    """Append 1-based descriptor indices, one per line, as gap_fit's print_sparse_index (rank 0)."""
+    if comm.Get_rank() == 0:
+        try:
+            with open(path, "a") as fh:
+                fh.writelines(f"{i + 1}\n" for i in ids)
+        except OSError as exc:
+            raise PargapError(f"print_sparse_index: cannot write {path}: {exc}") from None
+
+
 def file_hash(path):
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -230,9 +240,11 @@ def fit(settings, comm=None, log=None, timer=None):
         models = []
         for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
             where = f"model {k} ({descriptor.name} Z1={descriptor.Z1} Z2={descriptor.Z2})"
-            x, w, _ = collective(comm, select_sparse, comm, pool, method=g.sparse_method,
-                                 n_sparse=g.n_sparse, seed=seed + k, sparse_file=g.sparse_file, where=where)
+            x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method,
+                                   n_sparse=g.n_sparse, seed=seed + k, sparse_file=g.sparse_file, where=where)
             models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
+            if g.print_sparse_index:
+                collective(comm, append_sparse_index, comm, g.print_sparse_index, ids)
             log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
         del pools
 

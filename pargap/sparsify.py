@@ -77,7 +77,8 @@ def _collect(comm, pool, local_positions, global_ids):
 def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None, where="model"):
     """Choose the sparse points of one model. Returns (sparse_x (M, D), sparse_weight (M,), ids (M,)).
 
-    ids are global candidate numbers (0-based; for index_file, the 1-based file entries minus 1)."""
+    ids are the global descriptor numbers of the points (0-based, duplicates counted, so that
+    ids + 1 written one per line is an ``index_file`` reproducing the choice; empty for ``file``)."""
     if method == "file":
         return read_sparse_file(sparse_file, pool.x.shape[1], where) + (np.arange(0),)
 
@@ -126,8 +127,7 @@ def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None
         else:
             raise ConfigError(f"{where}: unknown sparse_method '{method}'")
     take = np.isin(cand_global, chosen)
-    x, w, ids = _collect(comm, pool, cand_local[take], cand_global[take])
-    return x, w, ids
+    return _collect(comm, pool, cand_local[take], local_start[cand_local[take]])
 
 
 def _uniform(comm, x, gid, n_cand, m, seed):

@@ -1,0 +1,66 @@
+"""Top of the pyramid: gap_fit's own regression fits (QUIP tests/, in ../shared/data), run from
+their command lines. distance_2b descriptors are enumerated differently from QUIP's neighbour
+order, so the sparse points are given by value (sparse_method=file: weight, then the value, per
+point), which the issue allows; the coefficients must match gap_fit's to QUIP's tolerance 1e-5."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pargap.config import parse_gapfit_args, settings_from_dict
+from pargap.fit import fit
+from pargap.parallel import SerialComm
+from pargap.progress import Log
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "quip_gapfit_regression"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"gap_fit regression data not found at {DATA}")
+
+
+def run_gapfit_line(name, tmp_path, monkeypatch):
+    ref = json.loads((DATA / f"{name}.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    os.symlink(DATA / ref["config"].split("at_file=")[1].split()[0], tmp_path / "train.xyz")
+    entries = []
+    for k, coord in enumerate(ref["coords"]):
+        sx = np.array(coord["sparsex"]).reshape(len(coord["alpha"]), -1)
+        np.savetxt(tmp_path / f"sparse{k}.txt", np.column_stack([coord["cutoff"], sx]).ravel(), fmt="%.17g")
+        entries.append(k)
+    line = ref["config"].replace("at_file=Si.np1.xyz", "at_file=train.xyz").replace("at_file=SiC.np1.xyz", "at_file=train.xyz")
+    line = line.replace("sparse_method=uniform", "sparse_method=file").replace("gp_file=gp.xml", "gp_file=gp.h5")
+    data = parse_gapfit_args(line.split())
+    (gap,) = data["gap"]
+    species = [14, 6] if len(ref["coords"]) == 3 else [14]
+    pairs = [(species[i], species[j]) for i in range(len(species)) for j in range(i, len(species))]
+    # one sparse file per species pair: write the expansion out (add_species=F), as gap_fit users must
+    data["gap"] = [gap | {"Z1": a, "Z2": b, "add_species": False, "sparse_file": f"sparse{k}.txt"}
+                   for k, (a, b) in enumerate(pairs)]
+    quiet = Log(SerialComm(), quiet=True)
+    return ref, fit(settings_from_dict(data), SerialComm(), quiet)
+
+
+@pytest.mark.parametrize("name", ["Si.distance_2b.uniform", "SiC.distance_2b.uniform"])
+def test_distance_2b_alpha_matches_gap_fit(name, tmp_path, monkeypatch):
+    ref, pot = run_gapfit_line(name, tmp_path, monkeypatch)
+    assert len(pot.models) == len(ref["coords"])
+    for model, coord in zip(pot.models, ref["coords"]):
+        np.testing.assert_allclose(model.sparse_x.ravel(), coord["sparsex"], atol=1e-8)
+        np.testing.assert_allclose(model.alpha, coord["alpha"], atol=1e-5, rtol=0)
+
+
+def test_print_sparse_index_reproduces_the_fit_through_index_file(tmp_path, monkeypatch):
+    """Our own indices, written by print_sparse_index, select the same points through index_file."""
+    monkeypatch.chdir(tmp_path)
+    os.symlink(DATA / "Si.np1.xyz", tmp_path / "train.xyz")
+    common = ("at_file=train.xyz default_sigma={0.01 1.0 0.5 0.0} e0_offset=2.0 energy_parameter_name=dft_energy "
+              "force_parameter_name=dft_force virial_parameter_name=dft_virial sparse_jitter=1.0e-3 rnd_seed=1 ")
+    gap = "distance_2b covariance_type=ard_se cutoff=6.0 delta=1.0 theta_uniform=0.1 n_sparse=20"
+    quiet = Log(SerialComm(), quiet=True)
+    first = fit(settings_from_dict(parse_gapfit_args(
+        (common + f"gap={{{gap} sparse_method=random print_sparse_index=idx.out}}").split())), SerialComm(), quiet)
+    again = fit(settings_from_dict(parse_gapfit_args(
+        (common + f"gap={{{gap} sparse_method=index_file sparse_file=idx.out}}").split())), SerialComm(), quiet)
+    np.testing.assert_array_equal(first.models[0].sparse_x, again.models[0].sparse_x)
+    np.testing.assert_allclose(first.alpha, again.alpha, rtol=1e-12)
