@@ -86,11 +86,18 @@ def scan_frames(path):
                 continue  # blank lines between frames
             try:
                 n = int(line.split()[0])
-                if n < 1:
+                if n < 1 or len(line.split()) != 1:
                     raise ValueError
             except ValueError:
+                if frame > 0:  # the previous frame's atom count does not match its atom lines
+                    raise InputError(
+                        f"its atom count ({counts[-1]}) does not match its atom lines: the line after them, "
+                        f"{line[:60].decode(errors='replace')!r}, is not the atom count of a next frame",
+                        file=path, structure=frame - 1,
+                    ) from None
                 raise InputError(
-                    f"expected the atom count of a frame, found {line[:60]!r}", file=path, structure=frame
+                    f"expected the atom count of a frame, found {line[:60].decode(errors='replace')!r}",
+                    file=path, structure=frame,
                 ) from None
             for k in range(n + 1):
                 if not fh.readline():

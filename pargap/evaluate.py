@@ -5,15 +5,19 @@ per atom (eV/atom)."""
 
 import numpy as np
 
-from pargap.parallel import SerialComm, collective
+from pargap.errors import InputError
+from pargap.parallel import collective
 
 
-def residuals(potential, structures):
-    """[(config_type, kind, residuals array)] for this rank's structures."""
+def residuals(potential, structures, file=None):
+    """[(config_type, kind, residuals array)] for this rank's structures (``file`` names them in errors)."""
     out = []
     for s in structures:
         want_grad = s.forces is not None or s.virial is not None
-        p = potential.predict(s.atoms, gradients=want_grad)
+        try:
+            p = potential.predict(s.atoms, gradients=want_grad)
+        except InputError as exc:
+            raise InputError(str(exc), file=file, structure=s.index) from None
         if s.energy is not None:
             out.append((s.config_type, "energy", np.array([(p["energy"] - s.energy) / s.n_atoms])))
         if s.forces is not None:
@@ -27,9 +31,9 @@ def residuals(potential, structures):
 UNITS = {"energy": "eV/atom", "forces": "eV/A", "virial": "eV/atom"}
 
 
-def error_table(comm, potential, structures):
+def error_table(comm, potential, structures, file=None):
     """{config_type or 'all': {kind: {'n', 'mae', 'rmse'}}}, reduced over ranks."""
-    local = collective(comm, residuals, potential, structures)
+    local = collective(comm, residuals, potential, structures, file)
     acc = {}
     for part in comm.allgather(_accumulate(local)):
         for key, (n, abs_sum, sq_sum) in part.items():
@@ -65,4 +69,3 @@ def format_table(table):
     return "\n".join(lines)
 
 
-__all__ = ["error_table", "format_table", "residuals", "SerialComm"]

@@ -50,7 +50,7 @@ def main(argv=None):
         settings = settings_from_dict(data)
         log = Log(comm, quiet=args.json)
         structures, _ = load_structures(comm, settings, log)
-        table = error_table(comm, potential, structures)
+        table = error_table(comm, potential, structures, args.data)
         if comm.Get_rank() == 0:
             print(json.dumps(table, indent=2) if args.json else format_table(table), flush=True)
         return 0
