@@ -189,8 +189,7 @@ def to_virial(stress, volume):
 def extract(atoms, index, settings, file):
     """Observations and noise of one structure (``settings``: FitSettings)."""
     n = len(atoms)
-    pos = _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
-    del pos
+    _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
     force_default = settings.force_parameter_name == "forces"
     ekey, fkey = settings.energy_parameter_name, settings.force_parameter_name
     vkey, skey = settings.virial_parameter_name, settings.stress_parameter_name

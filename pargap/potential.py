@@ -63,8 +63,8 @@ class Potential:
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
         rows = model_rows(atoms, self.models, gradients=gradients)
         alpha = self.alpha
-        e0_atoms = np.array([self.e0.get(int(z), 0.0) for z in atoms.numbers])
-        self.baseline_energy(atoms.numbers)
+        self.baseline_energy(atoms.numbers)  # raises for unknown species
+        e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
         out = {
             "energy": float(rows.energy @ alpha) + float(e0_atoms.sum()),
             "energies": rows.local @ alpha + e0_atoms,

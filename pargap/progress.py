@@ -12,7 +12,7 @@ def peak_memory_mb():
 
 
 class Log:
-    """Messages from rank 0 only, to stderr-free stdout, flushed (batch logs show them live)."""
+    """Progress messages, printed by rank 0 only and flushed at once (batch logs show them live)."""
 
     def __init__(self, comm, stream=None, quiet=False):
         self.rank = comm.Get_rank()

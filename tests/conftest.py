@@ -1,5 +1,10 @@
 """Shared fixtures: small labelled structure sets and a model with random coefficients."""
 
+import os
+import signal
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -40,6 +45,31 @@ def lj_structures(n_bulk=8, n_cluster=6, seed=0, rattle=0.12):
     return frames
 
 
+def small_lj_frames(forces=True):
+    """11 small Ar structures for command-line tests: 0 is an isolated atom (energy 0), then rattled
+    fcc cells (4 and 8 atoms) and 3-atom clusters; energy (and forces) from ASE's smooth
+    Lennard-Jones frozen in a SinglePointCalculator, so extxyz gets the keys energy and forces."""
+    from ase import Atoms
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = [Atoms("Ar", positions=[[0.0, 0.0, 0.0]], pbc=False)]
+    for k in range(6):
+        atoms = bulk("Ar", "fcc", a=5.3, cubic=True)
+        if k % 3 == 1:
+            atoms = atoms.repeat((2, 1, 1))
+        atoms.rattle(0.2, seed=k)
+        frames.append(atoms)
+    for k in range(4):
+        frames.append(Atoms("Ar3", positions=[[0, 0, 0], [3.0 + 0.3 * k, 0, 0], [1.5, 2.8, 0.2 * k]], pbc=False))
+    for atoms in frames:
+        atoms.calc = LennardJones(**LJ)
+        results = {"energy": atoms.get_potential_energy()}
+        if forces:
+            results["forces"] = atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, **results)
+    return frames
+
+
 def _random_cluster(rng, n):
     from ase import Atoms
 
@@ -64,3 +94,49 @@ def random_model(rng, Z1=0, Z2=0, M=12, cutoff=4.0, width=1.0, theta=0.4):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+JOB_TIMEOUT = 180
+
+
+def _session_members(sid):
+    """Pids of the processes in session ``sid`` (from /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == sid:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def _kill_job(proc):
+    """End a timed-out job started in its own session: SIGTERM to mpirun (it stops its ranks),
+    then SIGKILL to whatever is left in the session."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+    for pid in _session_members(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.communicate()
+
+
+def run_job(cmd, cwd=None, timeout=JOB_TIMEOUT):
+    """Run a command (mpirun or a console script) -> CompletedProcess. On a timeout the whole job
+    is killed and pytest fails the test: a hanging rank never hangs the suite."""
+    cmd = [str(c) for c in cmd]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_job(proc)
+        pytest.fail(f"{' '.join(cmd)} did not finish within {timeout} s")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)

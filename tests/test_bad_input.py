@@ -5,10 +5,7 @@ where they apply; no potential file and no ``.pargap-*`` temporary file is left 
 ``mpirun -n 2`` the job ends (a hang fails the test through the timeout) with exactly one message.
 """
 
-import os
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import ase.build
@@ -19,11 +16,11 @@ from ase import Atoms
 from ase.calculators.lj import LennardJones
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from conftest import LJ, run_job, small_lj_frames
 from pargap.cli.fit import main as fit_main
 from pargap.parallel import partition_structures
 
 MPI_TIMEOUT = 120
-LJ = dict(sigma=2.0, epsilon=0.5, rc=5.0, smooth=True)
 
 GAP = ("gap={distance_2b cutoff=5.0 cutoff_transition_width=1.0 covariance_type=ard_se delta=1.0 "
        "theta_uniform=0.5 n_sparse=10 sparse_method=uniform}")
@@ -44,32 +41,15 @@ sparse_method = "uniform"
 
 # ---- test data ---------------------------------------------------------------------------------
 
-def _label(atoms, forces=True):
-    """Energy (and forces) from ASE's smooth Lennard-Jones, frozen in a SinglePointCalculator so that
-    extxyz gets exactly the keys ``energy`` (info) and ``forces`` (arrays)."""
+def _label(atoms):
+    """Energy and forces from ASE's smooth Lennard-Jones, frozen in a SinglePointCalculator."""
     atoms.calc = LennardJones(**LJ)
-    results = {"energy": atoms.get_potential_energy()}
-    if forces:
-        results["forces"] = atoms.get_forces()
-    atoms.calc = SinglePointCalculator(atoms, **results)
+    atoms.calc = SinglePointCalculator(atoms, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
     return atoms
 
 
 def make_frames(forces=True):
-    """11 small Ar structures: 0 is an isolated atom (energy 0), then rattled fcc cells (4 and 8
-    atoms) and 3-atom clusters."""
-    frames = [Atoms("Ar", positions=[[0.0, 0.0, 0.0]], pbc=False)]
-    for k in range(6):
-        atoms = ase.build.bulk("Ar", "fcc", a=5.3, cubic=True)
-        if k % 3 == 1:
-            atoms = atoms.repeat((2, 1, 1))
-        atoms.rattle(0.2, seed=k)
-        frames.append(atoms)
-    for k in range(4):
-        frames.append(Atoms("Ar3", positions=[[0, 0, 0], [3.0 + 0.3 * k, 0, 0], [1.5, 2.8, 0.2 * k]], pbc=False))
-    frames = [_label(a, forces) for a in frames]
-    assert frames[0].get_potential_energy() == 0.0
-    return frames
+    return small_lj_frames(forces)
 
 
 def write_frames(path, frames):
@@ -125,47 +105,12 @@ def run_serial(capsys, args):
     return rc, out, err
 
 
-def _session_members(sid):
-    """Pids of the processes in session ``sid`` (from /proc)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid:
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_job(proc):
-    """End a timed-out job started with start_new_session=True: SIGTERM to mpirun (it stops its
-    ranks), then SIGKILL to whatever is left in the job's own session."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    for pid in _session_members(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.communicate()
 
 
 def run_mpi(args, cwd, n=2, timeout=MPI_TIMEOUT):
-    """``mpirun -n n pargap-fit args`` -> (exit code, stdout, stderr). On a timeout the whole job is
-    killed and subprocess.TimeoutExpired is raised, which fails the test."""
-    cmd = ["mpirun", "-n", str(n), "pargap-fit", *map(str, args)]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_job(proc)
-        raise
-    return proc.returncode, out, err
+    """``mpirun -n n pargap-fit args`` -> (exit code, stdout, stderr); a timeout fails the test."""
+    result = run_job(["mpirun", "-n", str(n), "pargap-fit", *args], cwd=cwd, timeout=timeout)
+    return result.returncode, result.stdout, result.stderr
 
 
 def run(mode, capsys, tmp_path, args):

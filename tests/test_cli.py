@@ -3,9 +3,6 @@ potential file they write."""
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
 import tomllib
 from pathlib import Path
 
@@ -14,15 +11,13 @@ import ase.io
 import h5py
 import numpy as np
 import pytest
-from ase import Atoms
-from ase.calculators.lj import LennardJones
 from ase.calculators.singlepoint import SinglePointCalculator
 
+from conftest import run_job, small_lj_frames
 from pargap.cli.eval import main as eval_main
 from pargap.cli.fit import main as fit_main
 
 MPI_TIMEOUT = 120
-LJ = dict(sigma=2.0, epsilon=0.5, rc=5.0, smooth=True)
 
 GAP_FIELDS = dict(cutoff=5.0, cutoff_transition_width=1.0, covariance_type="ard_se", delta=1.0,
                   theta_uniform=0.5, n_sparse=10, sparse_method="uniform")
@@ -31,23 +26,7 @@ GAP_FIELDS = dict(cutoff=5.0, cutoff_transition_width=1.0, covariance_type="ard_
 # ---- helpers -----------------------------------------------------------------------------------
 
 def make_frames():
-    """An isolated Ar atom (energy 0), rattled fcc cells and 3-atom clusters, labelled by ASE's
-    smooth Lennard-Jones (energy in info, forces in arrays after writing)."""
-    frames = [Atoms("Ar", positions=[[0.0, 0.0, 0.0]], pbc=False)]
-    for k in range(6):
-        atoms = ase.build.bulk("Ar", "fcc", a=5.3, cubic=True)
-        if k % 3 == 1:
-            atoms = atoms.repeat((2, 1, 1))
-        atoms.rattle(0.2, seed=k)
-        frames.append(atoms)
-    for k in range(4):
-        frames.append(Atoms("Ar3", positions=[[0, 0, 0], [3.0 + 0.3 * k, 0, 0], [1.5, 2.8, 0.2 * k]], pbc=False))
-    for atoms in frames:
-        atoms.calc = LennardJones(**LJ)
-        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-    assert frames[0].get_potential_energy() == 0.0
-    return frames
+    return small_lj_frames()
 
 
 @pytest.fixture
@@ -107,46 +86,11 @@ def fit_ok(capsys, args):
     return out
 
 
-def _session_members(sid):
-    """Pids of the processes in session ``sid`` (from /proc)."""
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[3]) == sid:
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def kill_job(proc):
-    """End a timed-out job started with start_new_session=True: SIGTERM to mpirun (it stops its
-    ranks), then SIGKILL to whatever is left in the job's own session."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-    for pid in _session_members(proc.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.communicate()
 
 
 def run_command(cmd, cwd, timeout=MPI_TIMEOUT):
-    """Run a command (mpirun or a console script) -> CompletedProcess; a timeout kills the whole
-    process group and fails the test with subprocess.TimeoutExpired."""
-    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        kill_job(proc)
-        raise
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    """Run a command (mpirun or a console script); a timeout kills the job and fails the test."""
+    return run_job(cmd, cwd=cwd, timeout=timeout)
 
 
 def read_model(path):

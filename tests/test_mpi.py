@@ -1,9 +1,6 @@
 """The distributed pipeline under real mpirun: coefficients for 1, 2, 3 and 4 ranks equal the
 serial reference. Every mpirun has a timeout, so a hanging rank fails the test instead of hanging it."""
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +8,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from conftest import lj_structures
+from conftest import lj_structures, run_job
 from pargap.config import load_toml
 from pargap.fit import fit
 from pargap.parallel import SerialComm
@@ -22,16 +19,8 @@ TIMEOUT = 180
 
 
 def mpirun(n, *args, timeout=TIMEOUT):
-    """Run ``python args`` on n ranks; returns CompletedProcess. Kills the whole job on timeout."""
-    cmd = ["mpirun", "-n", str(n), "--oversubscribe", sys.executable, *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"mpirun -n {n} {' '.join(map(str, args))} did not finish in {timeout} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    """Run ``python args`` on n ranks; a timeout kills the whole job and fails the test."""
+    return run_job(["mpirun", "-n", str(n), "--oversubscribe", sys.executable, *args], timeout=timeout)
 
 
 @pytest.fixture(scope="module")
