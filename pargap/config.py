@@ -27,22 +27,48 @@ from dataclasses import dataclass, field, fields
 
 from pargap.errors import ConfigError
 
-DESCRIPTOR_NAMES = ("distance_2b",)
-SPARSE_METHODS = ("uniform", "random", "none", "index_file", "file")
+SPARSE_METHODS = ("uniform", "random", "none", "index_file", "file", "cur_points", "farthest_point")
+KERNEL_NAMES = ("ard_se", "dot_product")
+
+# The descriptor settings each descriptor takes (besides the kernel and sparsification ones).
+DESCRIPTOR_KEYS = {
+    "distance_2b": ("cutoff", "cutoff_transition_width", "Z1", "Z2"),
+    "angle_3b": ("cutoff", "cutoff_transition_width", "Z", "Z1", "Z2"),
+    "soap": ("cutoff", "cutoff_transition_width", "l_max", "n_max", "atom_sigma", "central_weight",
+             "n_species", "species_Z", "Z", "normalise", "covariance_sigma0", "basis_error_exponent",
+             "central_reference_all_species"),
+}
+DESCRIPTOR_NAMES = tuple(DESCRIPTOR_KEYS)
+DESCRIPTOR_REQUIRED = {"soap": ("l_max", "n_max", "atom_sigma")}
 
 
 @dataclass(frozen=True)
 class GapSettings:
-    """One ``gap={...}`` entry: a descriptor, its kernel and its sparse points."""
+    """One ``gap={...}`` entry: a descriptor, its kernel and its sparse points.
+
+    Descriptor settings a descriptor does not take are errors; unset ones take the descriptor's
+    (gap_fit's) defaults."""
 
     descriptor: str
     cutoff: float
     delta: float
     covariance_type: str = "ard_se"
     cutoff_transition_width: float = 0.5
+    Z: int = 0
     Z1: int = 0
     Z2: int = 0
+    l_max: int | None = None
+    n_max: int | None = None
+    atom_sigma: float | None = None
+    central_weight: float | None = None
+    n_species: int | None = None
+    species_Z: tuple | None = None
+    normalise: bool | None = None
+    covariance_sigma0: float | None = None
+    basis_error_exponent: float | None = None
+    central_reference_all_species: bool | None = None
     theta_uniform: float | None = None
+    zeta: float | None = None
     f0: float = 0.0
     n_sparse: int | None = None
     sparse_method: str = "random"
@@ -57,10 +83,22 @@ class GapSettings:
                 f"unknown descriptor '{self.descriptor}'; supported: {', '.join(DESCRIPTOR_NAMES)}"
                 + _suggest(self.descriptor, DESCRIPTOR_NAMES)
             )
-        if self.covariance_type != "ard_se":
-            raise ConfigError(f"{where}: covariance_type '{self.covariance_type}' is not supported yet (ard_se is)")
-        if self.theta_uniform is None:
+        defaults = {f.name: f.default for f in fields(self)}
+        for key in {k for keys in DESCRIPTOR_KEYS.values() for k in keys}:
+            if key not in DESCRIPTOR_KEYS[self.descriptor] and getattr(self, key) != defaults[key]:
+                raise ConfigError(f"{where}: '{key}' is not a setting of {self.descriptor}")
+        for key in DESCRIPTOR_REQUIRED.get(self.descriptor, ()):
+            if getattr(self, key) is None:
+                raise ConfigError(f"{where}: {key} is required")
+        if self.covariance_type not in KERNEL_NAMES:
+            raise ConfigError(
+                f"{where}: covariance_type '{self.covariance_type}' unknown; supported: {', '.join(KERNEL_NAMES)}"
+                + _suggest(self.covariance_type, KERNEL_NAMES)
+            )
+        if self.covariance_type == "ard_se" and self.theta_uniform is None:
             raise ConfigError(f"{where}: theta_uniform is required for the ard_se kernel")
+        if self.covariance_type == "dot_product" and self.zeta is None:
+            raise ConfigError(f"{where}: zeta is required for the dot_product kernel")
         if self.sparse_method not in SPARSE_METHODS:
             raise ConfigError(
                 f"{where}: sparse_method '{self.sparse_method}' unknown; supported: "
@@ -68,12 +106,26 @@ class GapSettings:
             )
         if self.sparse_method in ("index_file", "file") and not self.sparse_file:
             raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs sparse_file")
-        if self.sparse_method in ("uniform", "random") and not self.n_sparse:
+        if self.sparse_method not in ("index_file", "file", "none") and not self.n_sparse:
             raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs n_sparse > 0")
-        for name in ("cutoff", "delta", "theta_uniform"):
+        for name in ("cutoff", "delta", "theta_uniform", "zeta", "atom_sigma"):
             value = getattr(self, name)
-            if not (value > 0 and math.isfinite(value)):
+            if value is not None and not (value > 0 and math.isfinite(value)):
                 raise ConfigError(f"{where}: {name} must be a positive number, got {value}")
+
+    def descriptor_params(self):
+        """The descriptor settings that are set, as keyword arguments of the descriptor class."""
+        out = {}
+        for key in DESCRIPTOR_KEYS[self.descriptor]:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    def kernel_params(self):
+        if self.covariance_type == "dot_product":
+            return {"delta": self.delta, "zeta": self.zeta}
+        return {"delta": self.delta, "theta_uniform": self.theta_uniform, "f0": self.f0}
 
 
 @dataclass(frozen=True)
@@ -160,7 +212,7 @@ def _convert(value, annotation, key):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
                 raise TypeError
             return int(value)
-        if ann in ("bool", "<class 'bool'>"):
+        if ann in ("bool", "<class 'bool'>") or ann.startswith("bool |"):
             if not isinstance(value, bool):
                 raise TypeError
             return value
@@ -181,7 +233,9 @@ def _build(cls, data, context):
         name = key if key in known else lowered.get(key.lower())
         if name is None:
             raise ConfigError(f"{context}: unknown setting '{key}'" + _suggest(key, known))
-        if name not in ("gap", "e0", "default_sigma", "config_type_sigma"):
+        if name == "species_Z":
+            value = tuple(int(z) for z in (value if isinstance(value, (list, tuple)) else str(value).split()))
+        elif name not in ("gap", "e0", "default_sigma", "config_type_sigma"):
             value = _convert(value, known[name].type, f"{context}.{key}" if context != "settings" else key)
         kwargs[name] = value
     missing = [
@@ -299,8 +353,9 @@ GAPFIT_NO_EFFECT = {"do_copy_atoms_file"}
 GAP_STRING_UNSUPPORTED = {
     "exponents", "n_exponents", "tail_range", "tail_exponent", "resid_name", "only_intra",
     "only_inter", "theta_file", "theta_fac", "unique_hash_tolerance",
-    "unique_descriptor_tolerance", "config_type_n_sparse", "zeta", "soap_exponent",
+    "unique_descriptor_tolerance", "config_type_n_sparse",
 }
+GAP_STRING_ALIASES = {"soap_exponent": "zeta", "z_center": "Z", "energy_scale": "delta"}
 
 
 def _split_top(text, sep=None):
@@ -376,7 +431,9 @@ def parse_gap_string(text):
                 raise ConfigError(f"gap entry {k} ({descriptor}): option '{key}' is not supported by pargap yet")
             if low == "theta":
                 raise ConfigError(f"gap entry {k} ({descriptor}): unknown option '{key}' (did you mean 'theta_uniform'?)")
-            entry[key] = _parse_scalar(_unbrace(value))
+            key = GAP_STRING_ALIASES.get(low, key)
+            inner = _unbrace(value)
+            entry[key] = [int(z) for z in inner.split()] if low == "species_z" else _parse_scalar(inner)
         entries.append(entry)
     return entries
 

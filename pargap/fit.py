@@ -120,20 +120,31 @@ def _first_structure_with(comm, structures, zs):
     return min(found) if found else None
 
 
+def species_expansion(g, species):
+    """gap_fit's add_species: the descriptor settings of each model one gap entry becomes.
+
+    distance_2b: one per species pair (Z1 <= Z2 in species order); angle_3b: one per centre
+    species and neighbour pair; soap: one per centre species, with all species as neighbours."""
+    S = len(species)
+    pairs = [(species[i], species[j]) for i in range(S) for j in range(i, S)]
+    if not g.add_species:
+        return [{}]
+    if g.descriptor == "distance_2b" and g.Z1 == 0 and g.Z2 == 0:
+        return [{"Z1": a, "Z2": b} for a, b in pairs]
+    if g.descriptor == "angle_3b" and g.Z == 0 and g.Z1 == 0 and g.Z2 == 0:
+        return [{"Z": z, "Z1": a, "Z2": b} for z in species for a, b in pairs]
+    if g.descriptor == "soap" and g.Z == 0 and g.species_Z is None:
+        return [{"Z": z, "n_species": S, "species_Z": list(species)} for z in species]
+    return [{}]
+
+
 def expand_models(settings, species):
-    """One (descriptor, kernel, gap settings) per model after gap_fit's species expansion: a
-    distance_2b with add_species and no Z1/Z2 becomes one model per species pair i <= j."""
+    """(descriptor, kernel, gap settings, gap index) for every model, after species expansion."""
     expanded = []
     for k, g in enumerate(settings.gap):
-        pairs = [(g.Z1, g.Z2)]
-        if g.add_species and g.Z1 == 0 and g.Z2 == 0:
-            pairs = [(species[i], species[j]) for i in range(len(species)) for j in range(i, len(species))]
-        for Z1, Z2 in pairs:
-            descriptor = make_descriptor(
-                g.descriptor, cutoff=g.cutoff, cutoff_transition_width=g.cutoff_transition_width, Z1=Z1, Z2=Z2
-            )
-            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, delta=g.delta,
-                                 theta_uniform=g.theta_uniform, f0=g.f0)
+        for extra in species_expansion(g, species):
+            descriptor = make_descriptor(g.descriptor, **(g.descriptor_params() | extra))
+            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, **g.kernel_params())
             expanded.append((descriptor, kernel, g, k))
     return expanded
 
@@ -239,7 +250,8 @@ def fit(settings, comm=None, log=None, timer=None):
     with timer.phase("sparse points"):
         models = []
         for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
-            where = f"model {k} ({descriptor.name} Z1={descriptor.Z1} Z2={descriptor.Z2})"
+            where = f"model {k} ({descriptor.name} " + " ".join(
+                f"{key}={value}" for key, value in descriptor.params().items() if key.startswith(("Z", "species"))) + ")"
             x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method,
                                    n_sparse=g.n_sparse, seed=seed + k, sparse_file=g.sparse_file, where=where)
             models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))

@@ -62,13 +62,54 @@ class SquaredExponential:
         return -E[:, None, :] * (along_x[:, :, None] - along_s)
 
 
-KERNELS = {"ard_se": SquaredExponential}
+class DotProduct:
+    """gap_fit's ``dot_product`` (SOAP): k(x, s) = delta^2 (x . s)^zeta. No f0, no normalisation:
+    SOAP vectors are already of unit length. delta: energy scale (eV); zeta: positive exponent."""
+
+    name = "dot_product"
+
+    def __init__(self, *, delta, zeta):
+        self.delta = float(delta)
+        self.zeta = float(zeta)
+        if not self.zeta > 0:
+            raise ConfigError(f"dot_product: zeta must be positive, got {zeta}")
+
+    def params(self):
+        return {"delta": self.delta, "zeta": self.zeta}
+
+    def _power(self, dots, exponent):
+        if exponent == 0:
+            return np.ones_like(dots)
+        if float(exponent).is_integer():
+            return dots ** int(exponent)  # integer power, as gap_fit (defined for negative dots)
+        return np.power(dots, exponent)
+
+    def __call__(self, X, Y=None):
+        Y = X if Y is None else Y
+        return self.delta**2 * self._power(X @ Y.T, self.zeta)
+
+    def diag(self, X):
+        return self.delta**2 * self._power(np.einsum("nd,nd->n", X, X), self.zeta)
+
+    def gradient_dot(self, X, Y, dX, owner, K=None):
+        """(grad_x k)(X[owner_g], Y_m) . dX_g[c] = delta^2 zeta (x . s)^(zeta-1) (dX . s), (G, C, m)."""
+        factor = self.delta**2 * self.zeta * self._power(X @ Y.T, self.zeta - 1.0)  # (n, m)
+        return factor[owner][:, None, :] * (dX @ Y.T)
 
 
-def make_kernel(name, *, dimension, delta, theta_uniform=None, theta=None, f0=0.0, **extra):
-    """Build a kernel from gap_fit-style settings (``covariance_type``, ``delta``, ``theta_uniform``)."""
+KERNELS = {"ard_se": SquaredExponential, "dot_product": DotProduct}
+
+
+def make_kernel(name, *, dimension, delta, theta_uniform=None, theta=None, f0=0.0, zeta=None, **extra):
+    """Build a kernel from gap_fit-style settings (``covariance_type``, ``delta``, ``theta_uniform``, ``zeta``)."""
     if extra:
         raise ConfigError(f"kernel '{name}': unsupported settings {sorted(extra)}")
+    if name == "dot_product":
+        if zeta is None:
+            raise ConfigError("dot_product kernel: zeta is required")
+        if f0:
+            raise ConfigError("dot_product kernel: f0 is not supported (gap_fit ignores it too)")
+        return DotProduct(delta=delta, zeta=zeta)
     if name == "ard_se":
         if (theta_uniform is None) == (theta is None):
             raise ConfigError("ard_se kernel: give exactly one of theta_uniform or theta")

@@ -56,16 +56,29 @@ def single_model_rows(atoms, model, gradients=True):
     rows = ModelRows(energy=K_tilde.sum(0), local=local)
     if not gradients:
         return rows
-    owner = desc.grad_owner
-    # d/dr_g [w k(x, s) w_s] = w_s [w (grad_x k . dx/dr_g) + k dw/dr_g], shape (G, 3, M)
-    dK = model.kernel.gradient_dot(desc.x, model.sparse_x, desc.dx_dr, owner, K=K)
-    dK *= desc.weight[owner][:, None, None]
-    dK += K[owner][:, None, :] * desc.dw_dr[:, :, None]
-    dK *= w_s[None, None, :]
-    G = len(owner)
-    to_atoms = scipy.sparse.csr_matrix(
-        (np.ones(G), (desc.grad_atom, np.arange(G))), shape=(n_atoms, G)
-    )
-    rows.forces = -(to_atoms @ dK.reshape(G, 3 * M)).reshape(n_atoms, 3, M)
-    rows.virial = -np.einsum("gkm,gl->klm", dK, desc.grad_position)
+    G = len(desc.grad_owner)
+    rows.forces = np.zeros((n_atoms, 3, M))
+    rows.virial = np.zeros((3, 3, M))
+    for start in range(0, G, gradient_chunk(M)):
+        block = slice(start, min(start + gradient_chunk(M), G))
+        owner = desc.grad_owner[block]
+        # d/dr_g [w k(x, s) w_s] = w_s [w (grad_x k . dx/dr_g) + k dw/dr_g], shape (g, 3, M)
+        dK = model.kernel.gradient_dot(desc.x, model.sparse_x, desc.dx_dr[block], owner, K=K)
+        dK *= desc.weight[owner][:, None, None]
+        dK += K[owner][:, None, :] * desc.dw_dr[block][:, :, None]
+        dK *= w_s[None, None, :]
+        g = len(owner)
+        to_atoms = scipy.sparse.csr_matrix(
+            (np.ones(g), (desc.grad_atom[block], np.arange(g))), shape=(n_atoms, g)
+        )
+        rows.forces -= (to_atoms @ dK.reshape(g, 3 * M)).reshape(n_atoms, 3, M)
+        rows.virial -= np.einsum("gkm,gl->klm", dK, desc.grad_position[block])
     return rows
+
+
+GRADIENT_CHUNK_BYTES = 64 * 2**20
+
+
+def gradient_chunk(M):
+    """Gradient rows handled at once, so that the (rows, 3, M) kernel-gradient block stays ~64 MB."""
+    return max(1, GRADIENT_CHUNK_BYTES // (3 * 8 * max(M, 1)))

@@ -124,6 +124,10 @@ def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None
             chosen = np.sort(np.random.default_rng(seed).choice(n_cand, size=m, replace=False))
         elif method == "uniform":
             chosen = _uniform(comm, pool.x[cand_local], cand_global, n_cand, m, seed)
+        elif method == "cur_points":
+            chosen = _cur_points(comm, pool.x[cand_local], cand_global, n_cand, m, seed)
+        elif method == "farthest_point":
+            chosen = _farthest_point(comm, pool.x[cand_local], cand_global, m)
         else:
             raise ConfigError(f"{where}: unknown sparse_method '{method}'")
     take = np.isin(cand_global, chosen)
@@ -157,6 +161,57 @@ def _uniform(comm, x, gid, n_cand, m, seed):
         extra = np.random.default_rng(seed).choice(rest, size=m - len(picks), replace=False)
         picks = sorted(picks + extra.tolist())
     return np.array(picks, dtype=np.int64)
+
+
+def _smallest(comm, scores, gid, m):
+    """Global ids of the m smallest scores over all ranks (ties by lower id); each rank sends only
+    its own m best."""
+    order = np.lexsort((gid, scores))[:m]
+    merged = [(float(sc), int(g)) for part in comm.allgather(list(zip(scores[order], gid[order]))) for sc, g in part]
+    merged.sort()
+    return np.sort(np.array([g for _, g in merged[:m]], dtype=np.int64))
+
+
+def _cur_points(comm, x, gid, n_cand, m, seed):
+    """gap_fit's cur_points on the D x n matrix X of candidates (columns), without gathering X.
+
+    X = U S V^T: from the D x D Gram matrix X X^T = U S^2 U^T (summed over ranks) each rank gets
+    its own rows of V = X^T U S^-1. Rank k = floor(#(s > tol) / 2); leverage
+    p_j = min(1, (m/k) sum_{r<=k} V_jr^2); draw u_j ~ U(0, 1) (one stream over the global candidate
+    numbers, so any rank count gives the same draw) and take the m smallest u_j - p_j.
+    tol = max(1e-13, s_max sqrt(D eps)): singular values below that are not resolved by the Gram."""
+    D = x.shape[1]
+    gram = sum(comm.allgather(x.T @ x))
+    lam, U = np.linalg.eigh(gram)
+    lam, U = lam[::-1], U[:, ::-1]
+    s = np.sqrt(np.clip(lam, 0.0, None))
+    tol = max(1e-13, s[0] * np.sqrt(D * np.finfo(float).eps))
+    k = max(1, int(np.sum(s > tol)) // 2)
+    V = (x @ U[:, :k]) / s[:k]
+    leverage = np.minimum(1.0, (m / k) * (V**2).sum(1))
+    u = np.random.default_rng(seed).random(n_cand)[gid]
+    return _smallest(comm, u - leverage, gid, m)
+
+
+def _farthest_point(comm, x, gid, m):
+    """Farthest-point sampling in descriptor space (Euclidean): start from candidate 0, then
+    repeatedly add the candidate farthest from all chosen ones; the argmax is global (ties by
+    lower id), so the result does not depend on the number of ranks."""
+    chosen = []
+    dist = np.full(len(x), np.inf)
+    for step in range(m):
+        if step == 0:
+            best = np.flatnonzero(gid == 0)
+        else:
+            dist = np.minimum(dist, ((x - point) ** 2).sum(1))
+            best = np.lexsort((gid, -dist))[:1]
+        offer = (float(dist[best[0]]), int(gid[best[0]]), x[best[0]]) if len(best) else None
+        offers = [o for o in comm.allgather(offer) if o is not None]
+        d_best, g_best, point = max(offers, key=lambda o: (o[0], -o[1]))
+        if d_best <= 0.0:
+            break  # every remaining candidate coincides with a chosen one
+        chosen.append(g_best)
+    return np.sort(np.array(chosen, dtype=np.int64))
 
 
 def read_index_file(path, where):

@@ -9,11 +9,19 @@ from ase.build import bulk
 
 from conftest import random_model
 from pargap import GAPCalculator
+from pargap.descriptors.angle_3b import Angle3b
+from pargap.kernels import SquaredExponential
+from pargap.model import Model
 from pargap.potential import Potential
 
 
 def two_species_potential(rng):
+    """distance_2b for each species pair plus an angle_3b (Si centre, any neighbours), summed."""
     models = [random_model(rng, 14, 14), random_model(rng, 14, 6), random_model(rng, 6, 6, cutoff=3.5)]
+    triplet = Angle3b(cutoff=3.2, cutoff_transition_width=0.8, Z=14)
+    sparse = np.column_stack([rng.uniform(3, 6, 10), rng.uniform(0, 1, 10), rng.uniform(2, 5, 10)])
+    models.append(Model(triplet, SquaredExponential(delta=0.5, theta=[0.6, 0.4, 0.6]), sparse,
+                        rng.uniform(0.3, 1.0, 10), rng.normal(0, 1, 10)))
     return Potential(models, {14: -1.5, 6: -2.25})
 
 

@@ -2,7 +2,15 @@
 
 import numpy as np
 
-from pargap.kernels import SquaredExponential, make_kernel
+import pytest
+
+from pargap.kernels import DotProduct, SquaredExponential, make_kernel
+
+KERNELS = {
+    "ard_se": SquaredExponential(delta=1.3, theta=[0.7, 1.1, 0.9], f0=0.2),
+    "dot_product_int": DotProduct(delta=1.5, zeta=4),
+    "dot_product_real": DotProduct(delta=0.7, zeta=2.5),
+}
 
 
 def test_square_exponential_values(rng):
@@ -17,10 +25,25 @@ def test_square_exponential_values(rng):
     assert np.all(np.linalg.eigvalsh(k(X)) > 0)
 
 
-def test_gradient_dot_matches_finite_differences(rng):
-    X = rng.normal(size=(4, 3))
-    Y = rng.normal(size=(6, 3))
-    k = SquaredExponential(delta=1.3, theta=[0.7, 1.1, 0.9], f0=0.2)
+@pytest.mark.parametrize("name", KERNELS)
+def test_kernel_matrix_properties(name, rng):
+    k = KERNELS[name]
+    X = np.abs(rng.normal(size=(5, 3)))  # positive: SOAP vectors have non-negative dot products
+    np.testing.assert_allclose(k(X), k(X, X))
+    np.testing.assert_allclose(k(X), k(X).T)
+    np.testing.assert_allclose(np.diag(k(X)), k.diag(X))
+
+
+def test_dot_product_values(rng):
+    X, Y = rng.normal(size=(3, 4)), rng.normal(size=(2, 4))
+    np.testing.assert_allclose(DotProduct(delta=2.0, zeta=3)(X, Y), 4.0 * (X @ Y.T) ** 3)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_gradient_dot_matches_finite_differences(name, rng):
+    X = np.abs(rng.normal(size=(4, 3)))
+    Y = np.abs(rng.normal(size=(6, 3)))
+    k = KERNELS[name]
     owner = np.array([0, 2, 2, 3, 1])
     dX = rng.normal(size=(5, 3, 3))
     g = k.gradient_dot(X, Y, dX, owner)

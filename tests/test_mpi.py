@@ -25,7 +25,8 @@ def mpirun(n, *args, timeout=TIMEOUT):
 
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory):
-    """Mixed bulk/cluster LJ data with energies, forces and virials; two gap entries summed."""
+    """Mixed bulk/cluster LJ data with energies, forces and virials; four gap entries summed, one per
+    sparse method (uniform, random, cur_points, farthest_point)."""
     folder = tmp_path_factory.mktemp("mpi")
     ase.io.write(folder / "train.xyz", lj_structures(n_bulk=7, n_cluster=6, seed=5), format="extxyz")
     (folder / "fit.toml").write_text(f"""
@@ -50,6 +51,20 @@ delta = 0.3
 theta_uniform = 0.2
 n_sparse = 8
 sparse_method = "random"
+[[gap]]
+descriptor = "distance_2b"
+cutoff = 4.0
+delta = 0.2
+theta_uniform = 0.3
+n_sparse = 6
+sparse_method = "cur_points"
+[[gap]]
+descriptor = "distance_2b"
+cutoff = 4.0
+delta = 0.2
+theta_uniform = 0.3
+n_sparse = 6
+sparse_method = "farthest_point"
 """)
     settings = load_toml(folder / "fit.toml", ["solver='serial'"])
     reference = fit(settings, SerialComm(), Log(SerialComm(), quiet=True))
