@@ -339,7 +339,6 @@ GAPFIT_UNSUPPORTED = {
     "hessian_delta": "Hessian observations are not supported yet",
     "linear_system_dump_file": "linear-system dumps are not supported",
     "template_file": "template files are not supported",
-    "condition_number_norm": "use the condition estimate pargap always logs",
     "config_type_n_sparse": "per-config-type sparse selection is not supported yet",
     "do_ip_timing": "not supported",
     "sparsify_only_no_fit": "not supported yet",
@@ -347,8 +346,9 @@ GAPFIT_UNSUPPORTED = {
     "mpi_blocksize_cols": "pargap partitions rows itself",
     "export_covariance": "not supported",
 }
-GAPFIT_NO_EFFECT = {"do_copy_atoms_file"}
-"""gap_fit options accepted and without effect on pargap's output (gap_fit's XML copy of the data)."""
+GAPFIT_NO_EFFECT = {"do_copy_atoms_file", "condition_number_norm"}
+"""gap_fit options accepted and without effect on the coefficients (gap_fit's XML copy of the data;
+the norm of the condition estimate gap_fit prints: pargap always logs its own estimate)."""
 
 GAP_STRING_UNSUPPORTED = {
     "exponents", "n_exponents", "tail_range", "tail_exponent", "resid_name", "only_intra",
@@ -383,11 +383,22 @@ def _split_top(text, sep=None):
 
 
 def _unbrace(value):
-    """Strip enclosing braces, repeatedly (QUIP's own tests write ``gap={{...}}``)."""
+    """Strip enclosing braces, repeatedly (QUIP's own tests write ``gap={{...}}``), but only a pair
+    that encloses the whole text (not ``{a}:{b}``)."""
     value = value.strip()
-    while value.startswith("{") and value.endswith("}") and len(_split_top(value)) == 1:
+    while value.startswith("{") and value.endswith("}") and _closing_brace(value) == len(value) - 1:
         value = value[1:-1].strip()
     return value
+
+
+def _closing_brace(text):
+    """Index of the brace closing the one at text[0]."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0:
+            return i
+    return -1
 
 
 def _parse_scalar(text):
@@ -418,7 +429,7 @@ def parse_gap_string(text):
     """``distance_2b cutoff=5 ... : distance_2b ...`` -> list of GapSettings dicts."""
     entries = []
     for k, part in enumerate(_split_top(_unbrace(text), sep=":")):
-        words = _split_top(part)
+        words = _split_top(_unbrace(part))
         if not words:
             continue
         descriptor, rest = words[0], " ".join(words[1:])

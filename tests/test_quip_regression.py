@@ -1,7 +1,8 @@
 """Top of the pyramid: gap_fit's own regression fits (QUIP tests/, in ../shared/data), run from
-their command lines. distance_2b descriptors are enumerated differently from QUIP's neighbour
-order, so the sparse points are given by value (sparse_method=file: weight, then the value, per
-point), which the issue allows; the coefficients must match gap_fit's to QUIP's tolerance 1e-5."""
+their command lines, with QUIP's tolerances: sparse descriptors 1e-8, coefficients 1e-5.
+SOAP sparse points are chosen by gap_fit's own indices (index_file). distance_2b descriptors are
+enumerated differently from QUIP's neighbour order, so their sparse points are given by value
+(sparse_method=file: weight, then the value, per point), which the issue allows."""
 
 import json
 import os
@@ -39,6 +40,36 @@ def run_gapfit_line(name, tmp_path, monkeypatch):
                    for k, (a, b) in enumerate(pairs)]
     quiet = Log(SerialComm(), quiet=True)
     return ref, fit(settings_from_dict(data), SerialComm(), quiet)
+
+
+def run_mixed_line(name, tmp_path, monkeypatch):
+    """Single-species fits with SOAP: SOAP sparse points by gap_fit's own indices (index_file; pargap
+    numbers SOAP descriptors as gap_fit does, one per atom in file order), distance_2b ones by value."""
+    ref = json.loads((DATA / f"{name}.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    os.symlink(DATA / "Si.np1.xyz", tmp_path / "train.xyz")
+    line = ref["config"].replace("at_file=Si.np1.xyz", "at_file=train.xyz").replace("gp_file=gp.xml", "gp_file=gp.h5")
+    data = parse_gapfit_args(line.split())
+    indices = ref["index"] if isinstance(ref["index"][0], list) else [ref["index"]]
+    for k, (gap, coord, index) in enumerate(zip(data["gap"], ref["coords"], indices)):
+        gap.pop("print_sparse_index", None)
+        if gap["descriptor"] == "soap":
+            (tmp_path / f"index{k}.txt").write_text("".join(f"{i}\n" for i in index))
+            gap.update(sparse_method="index_file", sparse_file=f"index{k}.txt")
+        else:
+            sx = np.array(coord["sparsex"]).reshape(len(coord["alpha"]), -1)
+            np.savetxt(tmp_path / f"sparse{k}.txt", np.column_stack([coord["cutoff"], sx]).ravel(), fmt="%.17g")
+            gap.update(sparse_method="file", sparse_file=f"sparse{k}.txt")
+    return ref, fit(settings_from_dict(data), SerialComm(), Log(SerialComm(), quiet=True))
+
+
+@pytest.mark.parametrize("name", ["Si.soap.cur_points", "Si.two_descriptors"])
+def test_soap_fits_match_gap_fit(name, tmp_path, monkeypatch):
+    ref, pot = run_mixed_line(name, tmp_path, monkeypatch)
+    assert len(pot.models) == len(ref["coords"])
+    for model, coord in zip(pot.models, ref["coords"]):
+        np.testing.assert_allclose(model.sparse_x.ravel(), coord["sparsex"], atol=1e-8)
+        np.testing.assert_allclose(model.alpha, coord["alpha"], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["Si.distance_2b.uniform", "SiC.distance_2b.uniform"])
