@@ -2,7 +2,7 @@
 
 Kernels follow scikit-learn's habit: the constructor only stores arguments, ``k(X, Y)`` gives
 the (n, m) covariance matrix. The derivative with respect to the descriptor (what force and
-virial rows need) is ``gradient_dot``; hyperparameter derivatives are not needed by the fit.
+virial rows need) is ``gradient_terms``; hyperparameter derivatives are not needed by the fit.
 """
 
 import numpy as np
@@ -45,21 +45,12 @@ class SquaredExponential:
     def diag(self, X):
         return np.full(len(X), self.delta**2 + self.f0**2)
 
-    def gradient_dot(self, X, Y, dX, owner, K=None):
-        """Directional derivatives (grad_x k)(X[owner_g], Y_m) . dX_g[c].
-
-        X: (n, D) descriptors, Y: (m, D) sparse points, dX: (G, C, D) descriptor derivatives
-        (C Cartesian directions), owner: (G,) row of X each derivative belongs to.
-        K: optional precomputed ``self(X, Y)``. Returns (G, C, m).
-
-        grad_x k(x, s) = -delta^2 exp(...) (x - s) / theta^2, so the contraction is
-        -k_exp(x, s) [dX . x/theta^2 - dX . s/theta^2]: no (G, m, D) tensor is formed.
-        """
-        E = (self._exponential(X, Y) if K is None else K - self.f0**2)[owner]  # (G, m)
-        inv_t2 = 1.0 / self.theta**2
-        along_x = np.einsum("gcd,gd->gc", dX, X[owner] * inv_t2)  # (G, C)
-        along_s = dX @ (Y * inv_t2).T  # (G, C, m)
-        return -E[:, None, :] * (along_x[:, :, None] - along_s)
+    def gradient_terms(self, X, Y, K=None):
+        """grad_x k(x_i, s_m) . dX = A_im (g dX) . s_m + B_im (g dX) . x_i with metric g = 1/theta^2:
+        grad_x k = -delta^2 exp(...) (x - s) / theta^2, so A = delta^2 exp(...) and B = -A.
+        Returns (g (D,), A (n, m), B (n, m))."""
+        E = self._exponential(X, Y) if K is None else K - self.f0**2
+        return 1.0 / self.theta**2, E, -E
 
 
 class DotProduct:
@@ -91,13 +82,25 @@ class DotProduct:
     def diag(self, X):
         return self.delta**2 * self._power(np.einsum("nd,nd->n", X, X), self.zeta)
 
-    def gradient_dot(self, X, Y, dX, owner, K=None):
-        """(grad_x k)(X[owner_g], Y_m) . dX_g[c] = delta^2 zeta (x . s)^(zeta-1) (dX . s), (G, C, m)."""
-        factor = self.delta**2 * self.zeta * self._power(X @ Y.T, self.zeta - 1.0)  # (n, m)
-        return factor[owner][:, None, :] * (dX @ Y.T)
+    def gradient_terms(self, X, Y, K=None):
+        """grad_x k(x_i, s_m) . dX = A_im dX . s_m with A = delta^2 zeta (x . s)^(zeta-1); no metric,
+        no B term. Returns (None, A (n, m), None)."""
+        return None, self.delta**2 * self.zeta * self._power(X @ Y.T, self.zeta - 1.0), None
 
 
 KERNELS = {"ard_se": SquaredExponential, "dot_product": DotProduct}
+
+
+def gradient_dot(kernel, X, Y, dX, owner, K=None):
+    """Directional derivatives (grad_x k)(X[owner_g], Y_m) . dX_g[c], shape (G, C, m), from the
+    kernel's ``gradient_terms`` (X: (n, D), Y: (m, D), dX: (G, C, D), owner: (G,)). A reference
+    for tests; the fit contracts the same terms without forming this array (observations.py)."""
+    metric, A, B = kernel.gradient_terms(X, Y, K)
+    gdX = dX if metric is None else dX * metric
+    out = A[owner][:, None, :] * (gdX @ Y.T)
+    if B is not None:
+        out += B[owner][:, None, :] * np.einsum("gcd,gd->gc", gdX, X[owner])[:, :, None]
+    return out
 
 
 def make_kernel(name, *, dimension, delta, theta_uniform=None, theta=None, f0=0.0, zeta=None, **extra):

@@ -14,7 +14,8 @@ so what is fitted is exactly what is predicted. Serial numpy over one structure;
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse
+
+from pargap._contract import EMPTY, accumulate_rows
 
 VIRIAL_COMPONENTS = ((0, 0), (1, 0), (2, 0), (1, 1), (2, 1), (2, 2))
 """Independent components (k, l) of the symmetric virial, in gap_fit's row order."""
@@ -57,22 +58,21 @@ def single_model_rows(atoms, model, gradients=True):
     if not gradients:
         return rows
     G = len(desc.grad_owner)
+    D = desc.x.shape[1]
     rows.forces = np.zeros((n_atoms, 3, M))
     rows.virial = np.zeros((3, 3, M))
-    for start in range(0, G, gradient_chunk(M)):
-        block = slice(start, min(start + gradient_chunk(M), G))
+    metric, A, B = model.kernel.gradient_terms(desc.x, model.sparse_x, K)
+    chunk = gradient_chunk(M)
+    for start in range(0, G, chunk):
+        block = slice(start, min(start + chunk, G))
         owner = desc.grad_owner[block]
-        # d/dr_g [w k(x, s) w_s] = w_s [w (grad_x k . dx/dr_g) + k dw/dr_g], shape (g, 3, M)
-        dK = model.kernel.gradient_dot(desc.x, model.sparse_x, desc.dx_dr[block], owner, K=K)
-        dK *= desc.weight[owner][:, None, None]
-        dK += K[owner][:, None, :] * desc.dw_dr[block][:, :, None]
-        dK *= w_s[None, None, :]
+        gdX = desc.dx_dr[block] if metric is None else desc.dx_dr[block] * metric
         g = len(owner)
-        to_atoms = scipy.sparse.csr_matrix(
-            (np.ones(g), (desc.grad_atom[block], np.arange(g))), shape=(n_atoms, g)
-        )
-        rows.forces -= (to_atoms @ dK.reshape(g, 3 * M)).reshape(n_atoms, 3, M)
-        rows.virial -= np.einsum("gkm,gl->klm", dK, desc.grad_position[block])
+        T = (gdX.reshape(3 * g, D) @ model.sparse_x.T).reshape(g, 3, M)
+        u = np.einsum("gcd,gd->gc", gdX, desc.x[owner]) if B is not None else EMPTY
+        accumulate_rows(T, u, A, EMPTY if B is None else B, K, desc.weight, np.ascontiguousarray(desc.dw_dr[block]),
+                        w_s, owner, desc.grad_atom[block], np.ascontiguousarray(desc.grad_position[block]),
+                        rows.forces, rows.virial)
     return rows
 
 
