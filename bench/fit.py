@@ -59,7 +59,8 @@ def run_pargap(folder, ranks):
     if ranks > 1:
         cmd = ["mpirun", "-n", str(ranks), *cmd]
     start = time.perf_counter()
-    log = subprocess.run(" ".join(cmd), shell=True, cwd=folder, check=True, capture_output=True, text=True).stdout
+    # one argv token per option: a bare ':' would be mpirun's MPMD separator
+    log = subprocess.run(cmd, cwd=folder, check=True, capture_output=True, text=True).stdout
     seconds = time.perf_counter() - start
     peak_mb = max(float(m) for m in re.findall(r"peak memory per rank max\s+([0-9.]+) MB", log))
     phases = {m[0]: float(m[1]) for m in re.findall(r"\[pargap\] (\w[\w ]*?)\s+([0-9.]+) s   peak", log)}

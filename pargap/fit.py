@@ -23,7 +23,7 @@ from pargap.observations import VIRIAL_COMPONENTS, model_rows
 from pargap.parallel import SerialComm, collective, gather_sorted, partition_structures
 from pargap.potential import Potential
 from pargap.progress import Log, PhaseTimer
-from pargap.solve import cholesky_factor, serial_solve, tsqr_solve
+from pargap.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
 from pargap.sparsify import DescriptorPool, select_sparse
 
 
@@ -169,13 +169,14 @@ def descriptor_pools(structures, expanded):
 
 
 def covariance_rows(structures, models, e0):
-    """This rank's Lambda^(-1/2) K_NM rows (n_p, M) and Lambda^(-1/2) y (n_p,).
+    """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
+    the QR factorises it in place.
 
     Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV)."""
     n_rows = sum(s.n_rows for s in structures)
     M = sum(m.n_sparse for m in models)
-    A = np.empty((n_rows, M))
-    b = np.empty(n_rows)
+    block = np.empty((n_rows, M + 1), order="F")
+    A, b = block[:, :M], block[:, M]
     row = 0
     for s in structures:
         rows = model_rows(s.atoms, models, gradients=s.forces is not None or s.virial is not None)
@@ -195,7 +196,7 @@ def covariance_rows(structures, models, e0):
                 b[row] = s.virial[k, l] / s.sigma_virial[k, l]
                 row += 1
     assert row == n_rows
-    return A, b
+    return block
 
 
 def append_sparse_index(comm, path, ids):
@@ -261,10 +262,10 @@ def fit(settings, comm=None, log=None, timer=None):
         del pools
 
     with timer.phase("covariance rows"):
-        A, b = collective(comm, covariance_rows, structures, models, e0)
-        n_total = comm.allreduce(len(b))
-        M = A.shape[1]
-        log(f"K_NM: {n_total} rows x {M} sparse points; this rank {A.nbytes / 2**20:.1f} MB")
+        block = collective(comm, covariance_rows, structures, models, e0)
+        n_total = comm.allreduce(block.shape[0])
+        M = block.shape[1] - 1
+        log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
 
     with timer.phase("solve"):
         K_mm = _block_diagonal([m.covariance_sparse(settings.sparse_jitter) for m in models])
@@ -273,17 +274,16 @@ def fit(settings, comm=None, log=None, timer=None):
         if solver == "auto":
             solver = "tsqr"
         if solver == "serial":
-            A_all = comm.gather(A, root=0)
-            b_all = comm.gather(b, root=0)
+            blocks = comm.gather(block, root=0)
             solution = None
             if rank == 0:
-                solution = _try(lambda: serial_solve(np.vstack(A_all), np.concatenate(b_all), U))
+                solution = _try(lambda: serial_solve_block(np.vstack(blocks), U))
             solution = comm.bcast(solution, root=0)
             if isinstance(solution, PargapError):
                 raise solution
         else:
-            solution = tsqr_solve(comm, A, b, U)
-        del A, b
+            solution = tsqr_solve_block(comm, block, U)
+        del block
         log(f"solved by {solver}: condition estimate {solution.condition:.3e}, "
             f"residual {solution.residual:.4e}")
     start = 0

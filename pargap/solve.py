@@ -6,9 +6,10 @@
     alpha = argmin ||A alpha - b||:   A = Q R,  R alpha = Q^T b
 
 ``serial_solve`` is the reference on the whole A. ``tsqr_solve`` is the tall-skinny QR over
-row blocks distributed on the ranks: each rank factorises [A_p | b_p], then the (M+1)-column R
-factors are combined pairwise up a binary tree; the root back-substitutes and broadcasts alpha.
-Memory per rank: its rows plus two (M+1) x (M+1) triangles.
+row blocks distributed on the ranks: each rank factorises [A_p | b_p] in place, then the
+(M+1)-column R factors are combined pairwise up a binary tree; the root adds the prior rows
+[U | 0], back-substitutes and broadcasts alpha. Memory per rank: its rows plus two (M+1)^2
+triangles.
 """
 
 import warnings
@@ -41,10 +42,14 @@ def cholesky_factor(K_mm):
 
 
 def _r_of(block):
-    """R factor (k, M+1) of a block [A | b] with k = min(rows, M+1)."""
+    """R factor (k, M+1) of a block [A | b], k = min(rows, M+1), by LAPACK dgeqrf. A Fortran-ordered
+    float64 block is factorised in place (and destroyed) without a copy; others are copied once."""
     if block.shape[0] == 0:
         return np.zeros((0, block.shape[1]))
-    return scipy.linalg.qr(block, mode="r", overwrite_a=True, check_finite=False)[0]
+    qr, _, _, info = scipy.linalg.lapack.dgeqrf(np.asfortranarray(block, dtype=float), overwrite_a=True)
+    if info != 0:
+        raise PargapError(f"QR factorisation failed (LAPACK dgeqrf info={info})")
+    return np.triu(qr[: min(block.shape)])
 
 
 def condition_estimate(R):
@@ -82,23 +87,35 @@ def _warn_condition(solution):
 
 def serial_solve(A_nm, b, U):
     """Reference solve on one process. A_nm: (N, M) = Lambda^(-1/2) K_NM; b: (N,); U: (M, M)."""
-    M = U.shape[0]
-    block = np.vstack([np.column_stack([A_nm, b]), np.column_stack([U, np.zeros(M)])])
-    solution = _back_substitute(_r_of(block), M)
+    return serial_solve_block(np.column_stack([A_nm, b]), U)
+
+
+def serial_solve_block(block, U):
+    """Serial solve of block = [Lambda^(-1/2) K_NM | Lambda^(-1/2) y] (N, M+1) (destroyed if
+    Fortran-ordered), with the prior rows [U | 0]."""
+    solution = _back_substitute(_with_prior(_r_of(block), U), U.shape[0])
     _warn_condition(solution)
     return solution
 
 
+def _with_prior(R, U):
+    """R factor of [R ; U | 0]: the prior rows enter after the data rows are reduced, (M+1, M+1) at most."""
+    M = U.shape[0]
+    return _r_of(np.vstack([R, np.column_stack([U, np.zeros(M)])]))
+
+
 def tsqr_solve(comm, A_local, b_local, U):
-    """Tall-skinny QR over ranks. Every rank passes its rows (A_local (n_p, M), b_local (n_p,))
-    and the same U; every rank returns the same Solution (alpha broadcast from rank 0)."""
+    """Tall-skinny QR over ranks: A_local (n_p, M) and b_local (n_p,) are this rank's rows."""
+    return tsqr_solve_block(comm, np.column_stack([A_local, b_local]), U)
+
+
+def tsqr_solve_block(comm, block, U):
+    """Tall-skinny QR over ranks. Every rank passes its rows block = [A_p | b_p] (n_p, M+1),
+    factorised in place when Fortran-ordered, and the same U (M, M); every rank returns the same
+    Solution (alpha broadcast from rank 0). Memory beyond the block: two (M+1)^2 triangles."""
     M = U.shape[0]
     rank, size = comm.Get_rank(), comm.Get_size()
-    block = np.column_stack([A_local, b_local])
-    if rank == 0:
-        block = np.vstack([block, np.column_stack([U, np.zeros(M)])])
     R = _r_of(block)
-    del block
     step = 1
     while step < size:
         if rank % (2 * step) == step:
@@ -112,7 +129,7 @@ def tsqr_solve(comm, A_local, b_local, U):
     solution, error = None, None
     if rank == 0:
         try:
-            solution = _back_substitute(R, M)
+            solution = _back_substitute(_with_prior(R, U), M)
         except PargapError as exc:
             error = str(exc)
     solution, error = comm.bcast((solution, error), root=0)
