@@ -264,6 +264,6 @@ def is_isolated_atom(atoms, cutoff):
         return False
     if not atoms.pbc.any():
         return True
-    from ase.neighborlist import neighbor_list
+    from pargap.neighbours import neighbour_list
 
-    return len(neighbor_list("i", atoms, cutoff)) == 0
+    return len(neighbour_list(atoms, cutoff)[0]) == 0

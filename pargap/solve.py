@@ -46,7 +46,9 @@ def _r_of(block):
     float64 block is factorised in place (and destroyed) without a copy; others are copied once."""
     if block.shape[0] == 0:
         return np.zeros((0, block.shape[1]))
-    qr, _, _, info = scipy.linalg.lapack.dgeqrf(np.asfortranarray(block, dtype=float), overwrite_a=True)
+    a = np.asfortranarray(block, dtype=float)
+    lwork = int(scipy.linalg.lapack.dgeqrf(a, lwork=-1)[2][0])  # workspace query: blocked Householder
+    qr, _, _, info = scipy.linalg.lapack.dgeqrf(a, lwork=max(lwork, 1), overwrite_a=True)
     if info != 0:
         raise PargapError(f"QR factorisation failed (LAPACK dgeqrf info={info})")
     return np.triu(qr[: min(block.shape)])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
-from ase.neighborlist import neighbor_list
+from pargap.neighbours import neighbour_list
 
 from pargap.descriptors.angle_3b import Angle3b, ordered_slot_pairs
 from pargap.descriptors.base import Descriptors, cutoff_function
@@ -187,7 +187,7 @@ def test_matches_brute_force_enumeration(case):
 def test_order_is_centre_then_slot_pairs():
     """Rows come centre by centre, and inside a centre as (slot n, slot m) with n outer."""
     atoms, desc = si_primitive(), Angle3b(cutoff=3.0)
-    i, j, r, D = neighbor_list("ijdD", atoms, 3.0)
+    i, j, r, D = neighbour_list(atoms, 3.0)  # the list the descriptor uses
     o = np.argsort(i, kind="stable")
     i, r, D = i[o], r[o], D[o]
     ref = []

@@ -1,7 +1,7 @@
 """angle_3b: a triplet j-i-k described by its two arm lengths and the opposite side."""
 
 import numpy as np
-from ase.neighborlist import neighbor_list
+from pargap.neighbours import neighbour_list
 
 from pargap.descriptors.base import Descriptors, cutoff_function
 
@@ -100,7 +100,7 @@ class Angle3b:
         Order: centre i ascending, then the slot of j, then the slot of k (ASE's neighbour order
         inside a centre, not libAtoms'; see GAPFIT_MATH section 1).
         """
-        i, j, r, dvec = neighbor_list("ijdD", atoms, self.cutoff, self_interaction=False)
+        i, j, r, dvec = neighbour_list(atoms, self.cutoff)
         z = atoms.numbers
         # a neighbour row can take part only if its centre is of species Z and the neighbour is
         # of species Z1 or Z2; dropping the others early does not change the kept triplets' order

@@ -1,7 +1,7 @@
 """distance_2b: the distance r_ij between two atoms of a given species pair."""
 
 import numpy as np
-from ase.neighborlist import neighbor_list
+from pargap.neighbours import neighbour_list
 
 from pargap.descriptors.base import Descriptors, cutoff_function
 
@@ -53,7 +53,7 @@ class Distance2b:
 
     def compute(self, atoms, gradients=False):
         """Descriptors of one structure (an ase.Atoms)."""
-        i, j, r, dvec = neighbor_list("ijdD", atoms, self.cutoff, self_interaction=False)
+        i, j, r, dvec = neighbour_list(atoms, self.cutoff)
         z = atoms.numbers
         keep = (r < self.cutoff) & self.species_match(z[i], z[j])
         i, j, r, dvec = i[keep], j[keep], r[keep], dvec[keep]

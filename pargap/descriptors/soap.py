@@ -20,7 +20,7 @@ import math
 import numpy as np
 import scipy.linalg
 import scipy.sparse
-from ase.neighborlist import neighbor_list
+from pargap.neighbours import neighbour_list
 from scipy.special import erf, ive
 
 from pargap.descriptors.base import Descriptors, cutoff_function
@@ -308,7 +308,7 @@ class Soap:
         desc_of_atom[centres] = np.arange(N)
         chan_of_atom = self.species_channel(numbers)
 
-        i, j, r, dvec = neighbor_list("ijdD", atoms, self.cutoff, self_interaction=False)
+        i, j, r, dvec = neighbour_list(atoms, self.cutoff)
         keep = (r < self.cutoff) & (desc_of_atom[i] >= 0) & (chan_of_atom[j] >= 0) & (r > 0)
         order = np.argsort(i[keep], kind="stable")
         i, j, r, dvec = i[keep][order], j[keep][order], r[keep][order], dvec[keep][order]
