@@ -95,3 +95,26 @@ def test_print_sparse_index_reproduces_the_fit_through_index_file(tmp_path, monk
         (common + f"gap={{{gap} sparse_method=index_file sparse_file=idx.out}}").split())), SerialComm(), quiet)
     np.testing.assert_array_equal(first.models[0].sparse_x, again.models[0].sparse_x)
     np.testing.assert_allclose(first.alpha, again.alpha, rtol=1e-12)
+
+
+REFERENCES = Path(__file__).resolve().parent / "data"
+
+
+def test_angle_3b_alpha_matches_gap_fit(tmp_path, monkeypatch):
+    """angle_3b on SiC (all six species triplets), against a fit by QUIP's gap_fit itself
+    (tests/data/make_gapfit_references.py made the reference); sparse points given by value."""
+    ref = json.loads((REFERENCES / "angle_3b_SiC.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    os.symlink(DATA / "SiC.np1.xyz", tmp_path / "train.xyz")
+    data = parse_gapfit_args(ref["config"].replace("gp_file=gp.xml", "gp_file=gp.h5").split())
+    (gap,) = data["gap"]
+    data["gap"] = []
+    for k, coord in enumerate(ref["coords"]):
+        species = dict(item.split("=") for item in coord["descriptor"].split() if item.split("=")[0] in ("Z", "Z1", "Z2"))
+        np.savetxt(tmp_path / f"sparse{k}.txt", np.column_stack([coord["cutoff"], coord["sparsex"]]).ravel(), fmt="%.17g")
+        data["gap"].append(gap | {k2: int(v) for k2, v in species.items()}
+                           | {"add_species": False, "sparse_method": "file", "sparse_file": f"sparse{k}.txt"})
+    pot = fit(settings_from_dict(data), SerialComm(), Log(SerialComm(), quiet=True))
+    assert len(pot.models) == 6
+    for model, coord in zip(pot.models, ref["coords"]):
+        np.testing.assert_allclose(model.alpha, coord["alpha"], atol=1e-5, rtol=0)
