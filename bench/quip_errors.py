@@ -13,8 +13,9 @@ from quippy.potential import Potential
 pot = Potential(param_filename=sys.argv[1])
 e_err, f_err = [], []
 for atoms in ase.io.read(sys.argv[2], ":"):
-    e_ref = atoms.info[sys.argv[3]]
-    f_ref = atoms.arrays[sys.argv[4]]
+    stored = atoms.calc.results if atoms.calc is not None else {}  # newer ASE moves them there
+    e_ref = atoms.info.get(sys.argv[3], stored.get(sys.argv[3], stored.get("energy")))
+    f_ref = atoms.arrays.get(sys.argv[4], stored.get(sys.argv[4], stored.get("forces")))
     atoms.calc = pot
     e_err.append((atoms.get_potential_energy() - e_ref) / len(atoms))
     f_err.append((atoms.get_forces() - f_ref).ravel())

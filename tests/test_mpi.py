@@ -25,8 +25,8 @@ def mpirun(n, *args, timeout=TIMEOUT):
 
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory):
-    """Mixed bulk/cluster LJ data with energies, forces and virials; four gap entries summed, one per
-    sparse method (uniform, random, cur_points, farthest_point)."""
+    """Mixed bulk/cluster LJ data with energies, forces and virials; five gap entries summed: pair
+    terms with each sparse method (uniform, random, cur_points, farthest_point) and a SOAP term."""
     folder = tmp_path_factory.mktemp("mpi")
     ase.io.write(folder / "train.xyz", lj_structures(n_bulk=7, n_cluster=6, seed=5), format="extxyz")
     (folder / "fit.toml").write_text(f"""
@@ -65,6 +65,18 @@ delta = 0.2
 theta_uniform = 0.3
 n_sparse = 6
 sparse_method = "farthest_point"
+[[gap]]
+descriptor = "soap"
+cutoff = 4.0
+cutoff_transition_width = 1.0
+n_max = 4
+l_max = 3
+atom_sigma = 0.6
+covariance_type = "dot_product"
+zeta = 2
+delta = 0.1
+n_sparse = 10
+sparse_method = "cur_points"
 """)
     settings = load_toml(folder / "fit.toml", ["solver='serial'"])
     reference = fit(settings, SerialComm(), Log(SerialComm(), quiet=True))
