@@ -466,3 +466,20 @@ def test_timing_64_atom_silicon():
           f"{len(d.grad_owner)} gradient rows): values {rates[False]:.0f} atoms/s, "
           f"values+gradients {rates[True]:.0f} atoms/s")
     assert len(d) == 64
+
+
+@pytest.mark.parametrize("atom_sigma", [0.5, 0.15])
+def test_interpolated_radial_functions_equal_the_exact_ones(atom_sigma):
+    """The radial functions are cubic-Hermite interpolated from a fine table; the interpolant must
+    stay far inside QUIP's 1e-8 tolerance, values and slopes alike."""
+    soap = Soap(cutoff=5.0, cutoff_transition_width=1.0, l_max=8, n_max=8, atom_sigma=atom_sigma)
+    r = np.random.default_rng(5).uniform(0.05, 5.0, 4000)
+    exact, dexact = soap.radial_exact(r)
+    from pargap.descriptors.base import cutoff_function
+
+    fc, dfc = cutoff_function(r, 5.0, 1.0)
+    R, dR = soap._radial(r, gradients=True)
+    scale = np.abs(exact).max()
+    np.testing.assert_allclose(R, fc[:, None, None] * exact, atol=1e-11 * scale, rtol=0)
+    np.testing.assert_allclose(dR, fc[:, None, None] * dexact + dfc[:, None, None] * exact,
+                               atol=1e-9 * np.abs(dexact).max(), rtol=0)
