@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 import scipy.linalg
-import scipy.sparse
+from pargap.descriptors._soap_kernels import density_coefficients, power_spectrum, soap_gradients
 from pargap.neighbours import neighbour_list
 from scipy.special import erf, ive
 
@@ -346,13 +346,9 @@ class Soap:
 
         R, dR = self._radial(r, gradients)  # (P, n, L1)
         Y, dY = real_spherical_harmonics(u, self.l_max, gradients)  # (P, LM), (P, 3, LM)
-        R_lm = R[:, :, l_of_lm]  # (P, n, LM)
 
-        # c_{i, sigma, n, lm}: sum over the pairs of centre i and channel sigma (sparse product)
-        to_channel = scipy.sparse.csr_matrix(
-            (np.ones(P), (owner * S + sp, np.arange(P))), shape=(N * S, P)
-        )
-        c = np.asarray(to_channel @ (R_lm * Y[:, None, :]).reshape(P, n * LM)).reshape(N, S, n, LM)
+        # c_{i, sigma, n, lm}: sum over the pairs of centre i and channel sigma
+        c = density_coefficients(R, Y, owner, sp, l_of_lm, N, S)
         centre_term = self.central_weight * self.L[0, 0] / math.sqrt(4.0 * math.pi)
         if self.central_reference_all_species:
             c[:, :, 0, 0] += centre_term
@@ -362,13 +358,9 @@ class Soap:
             c[np.flatnonzero(mine), own[mine], 0, 0] += centre_term
         c = c.reshape(N, K, LM)
 
-        # p_{k k' l} for all k, k', then the lower triangle in gap_fit's layout
-        p_full = np.empty((N, K, K, L1))
-        for l in range(L1):
-            cl = c[:, :, l * l:(l + 1) ** 2]
-            p_full[..., l] = cl @ cl.transpose(0, 2, 1)
+        # p_{k k' l} for the lower triangle k' <= k, in gap_fit's layout
         v = np.zeros((N, D))
-        v[:, :-1] = (p_full[:, self._kk, self._kp, :] * self._scale).reshape(N, D - 1)
+        v[:, :-1] = power_spectrum(c, self._kk, self._kp, self._scale)
         if self.normalise:
             norm = np.sqrt(np.einsum("nd,nd->n", v, v))
             norm[norm == 0.0] = 1.0  # an empty density (central_weight 0, no neighbours) stays 0
@@ -382,46 +374,9 @@ class Soap:
         if not gradients:
             return desc
 
-        # d c_{sigma_j n lm} / d r_j = dR_nl(r) u Y_lm + R_nl dY_lm / r, contracted with c at once:
-        #   A[p, k', l]    = sum_{m in l} Y_lm c_{owner_p, k', lm}
-        #   B[p, :, k', l] = sum_{m in l} (dY_lm / r) c_{owner_p, k', lm}
-        # so that sum_m dc_{k lm} c_{k' lm} = dR_kl u A_k'l + R_kl B_k'l, where R_k (dR_k) is
-        # R_n (dR_n) for k = sigma_p n_max + n and zero for the channels the slot does not feed.
-        c_own = c[owner]  # (P, K, LM)
-        W = np.concatenate([Y[:, None, :], dY / r[:, None, None]], axis=1)  # (P, 4, LM)
-        AB = np.empty((P, 4, K, L1))
-        for l in range(L1):
-            sl = slice(l * l, (l + 1) ** 2)
-            AB[..., l] = W[:, :, sl] @ c_own[:, :, sl].transpose(0, 2, 1)
-        A, B = AB[:, 0], AB[:, 1:]
-        Rk = np.zeros((P, S, n, L1))
-        dRk = np.zeros((P, S, n, L1))
-        Rk[np.arange(P), sp] = R
-        dRk[np.arange(P), sp] = dR
-        Rk = Rk.reshape(P, K, L1)
-        dRk = dRk.reshape(P, K, L1)
-        # rows: the N centre slots first, then the P neighbour slots (grouped by descriptor)
+        dx_dr = soap_gradients(c, Y, dY, R, dR, u, r, owner, sp, self._kk, self._kp, self._scale,
+                               x_unit, norm, bool(self.normalise), N)
         G = N + P
-        dx_dr = np.zeros((G, 3, D))
-        dx = dx_dr[N:]
-        dv = dx[:, :, :-1].reshape(P, 3, len(self._kk), L1)  # a view: (P, 3, pair q, l)
-        # dp_{k k' l} = scale_{q l} sum_m (dc_k c_k' + c_k dc_k'), one row k of pairs (k, k' <= k) at a time
-        u4 = u[:, :, None, None]
-        for k in range(K):
-            q = slice(k * (k + 1) // 2, (k + 1) * (k + 2) // 2)
-            radial = dRk[:, k, None, :] * A[:, : k + 1] + dRk[:, : k + 1] * A[:, k, None, :]
-            angular = Rk[:, None, k, None, :] * B[:, :, : k + 1] + Rk[:, None, : k + 1] * B[:, :, k, None, :]
-            angular += u4 * radial[:, None]
-            angular *= self._scale[q]
-            dv[:, :, q] = angular
-        if self.normalise:
-            # d(v/|v|) = (g - x (x . g)) / |v|
-            xo = x_unit[owner]
-            dx -= xo[:, None, :] * np.einsum("pcd,pd->pc", dx, xo)[:, :, None]
-            dx /= norm[owner][:, None, None]
-        to_desc = scipy.sparse.csr_matrix((np.ones(P), (owner, np.arange(P))), shape=(N, P))
-        dx_dr[:N] = -np.asarray(to_desc @ dx.reshape(P, 3 * D)).reshape(N, 3, D)
-
         pos = atoms.positions
         desc.grad_owner = np.concatenate([np.arange(N), owner])
         desc.grad_atom = np.concatenate([centres, j])
