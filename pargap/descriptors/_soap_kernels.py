@@ -108,3 +108,40 @@ def soap_gradients(c, Y, dY, R, dR, u, r, owner, channel, kk, kp, scale, x_unit,
             for d in range(D):
                 out[i, cc, d] -= out[row, cc, d]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def hermite_radial(r, h, G, dG, fc, dfc, gradients):
+    """Cubic Hermite interpolation of tabulated radial functions, times the cutoff function.
+
+    G, dG (n_grid, F): values and slopes on the grid r_k = k h; r (P,), fc, dfc (P,).
+    Returns R = fc G(r) (P, F) and, if gradients, dR/dr = fc G'(r) + dfc G(r) (else empty)."""
+    P = r.shape[0]
+    F = G.shape[1]
+    R = np.empty((P, F))
+    dR = np.empty((P, F)) if gradients else np.empty((0, F))
+    last = G.shape[0] - 2
+    for p in range(P):
+        t = r[p] / h
+        k = min(int(t), last)
+        s = t - k
+        s2 = s * s
+        s3 = s2 * s
+        h00 = 2 * s3 - 3 * s2 + 1
+        h10 = (s3 - 2 * s2 + s) * h
+        h01 = 3 * s2 - 2 * s3
+        h11 = (s3 - s2) * h
+        d00 = (6 * s2 - 6 * s) / h
+        d10 = 3 * s2 - 4 * s + 1
+        d11 = 3 * s2 - 2 * s
+        for f in range(F):
+            g0 = G[k, f]
+            g1 = G[k + 1, f]
+            m0 = dG[k, f]
+            m1 = dG[k + 1, f]
+            value = h00 * g0 + h10 * m0 + h01 * g1 + h11 * m1
+            R[p, f] = fc[p] * value
+            if gradients:
+                slope = d00 * (g0 - g1) + d10 * m0 + d11 * m1
+                dR[p, f] = fc[p] * slope + dfc[p] * value
+    return R, dR

@@ -19,7 +19,12 @@ import math
 
 import numpy as np
 import scipy.linalg
-from pargap.descriptors._soap_kernels import density_coefficients, power_spectrum, soap_gradients
+from pargap.descriptors._soap_kernels import (
+    density_coefficients,
+    hermite_radial,
+    power_spectrum,
+    soap_gradients,
+)
 from pargap.neighbours import neighbour_list
 from scipy.special import erf, ive
 
@@ -297,20 +302,10 @@ class Soap:
         """R_nl(r) = f_c(r) G_nl(r), (P, n_max, l_max+1), and dR/dr, with G interpolated (cubic
         Hermite, from exact values and slopes on a fine grid: radial_exact is the definition)."""
         h, G, dG = self._radial_table()
-        t = r / h
-        k = np.minimum(t.astype(np.int64), len(G) - 2)
-        s = (t - k)[:, None]
-        s2, s3 = s * s, s * s * s
-        G0, G1, D0, D1 = G[k], G[k + 1], h * dG[k], h * dG[k + 1]
-        value = (2 * s3 - 3 * s2 + 1) * G0 + (s3 - 2 * s2 + s) * D0 + (3 * s2 - 2 * s3) * G1 + (s3 - s2) * D1
-        shape = (len(r), self.n_max, self.l_max + 1)
         fc, dfc = cutoff_function(r, self.cutoff, self.cutoff_transition_width)
-        R = (fc[:, None] * value).reshape(shape)
-        if not gradients:
-            return R, None
-        slope = ((6 * s2 - 6 * s) * (G0 - G1) + (3 * s2 - 4 * s + 1) * D0 + (3 * s2 - 2 * s) * D1) / h
-        dR = (fc[:, None] * slope + dfc[:, None] * value).reshape(shape)
-        return R, dR
+        R, dR = hermite_radial(np.ascontiguousarray(r, dtype=float), h, G, dG, fc, dfc, bool(gradients))
+        shape = (len(r), self.n_max, self.l_max + 1)
+        return R.reshape(shape), (dR.reshape(shape) if gradients else None)
 
     def compute(self, atoms, gradients=False):
         """Descriptors of one structure (an ase.Atoms): one per atom of species Z, in atom order.
