@@ -75,3 +75,28 @@ def test_invariance_under_rotation_translation_permutation(rng):
     moved.translate((1.0, -2.0, 0.5))
     moved = moved[rng.permutation(5)]
     np.testing.assert_allclose(np.sort(desc.compute(moved).x[:, 0]), ref, atol=1e-12)
+
+
+def test_strain_derivative_matches_finite_differences():
+    """sum_g dx/dr_g,k R_g,l (slot positions R, self-images included) equals dx/d eps_kl for a
+    homogeneous strain of a cell smaller than twice the cutoff."""
+    atoms = bulk("Ar", "fcc", a=4.0)
+    atoms.rattle(0.1, seed=4)
+    desc = Distance2b(cutoff=4.2, cutoff_transition_width=1.2)
+    d = desc.compute(atoms, gradients=True)
+    h = 1e-6
+    for k in range(3):
+        for l in range(3):
+            analytic_x = np.zeros(len(d))
+            analytic_w = np.zeros(len(d))
+            np.add.at(analytic_x, d.grad_owner, d.dx_dr[:, k, 0] * d.grad_position[:, l])
+            np.add.at(analytic_w, d.grad_owner, d.dw_dr[:, k] * d.grad_position[:, l])
+            shifted = []
+            for sign in (1, -1):
+                eps = np.eye(3)
+                eps[k, l] += sign * h
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell[:] @ eps.T, scale_atoms=True)
+                shifted.append(desc.compute(strained))
+            np.testing.assert_allclose(analytic_x, (shifted[0].x - shifted[1].x)[:, 0] / (2 * h), atol=1e-7)
+            np.testing.assert_allclose(analytic_w, (shifted[0].weight - shifted[1].weight) / (2 * h), atol=1e-7)
