@@ -20,5 +20,10 @@ class InputError(PargapError):
         self.file, self.structure, self.key = file, structure, key
 
 
+class CollectiveError(PargapError):
+    """An error raised on every rank at once (after a collective check), so every rank can exit
+    cleanly; any other PargapError under MPI aborts the job."""
+
+
 class ConfigError(PargapError):
     """Bad fit settings (TOML or gap_fit command line)."""

@@ -20,7 +20,7 @@ from pargap.errors import ConfigError, InputError, PargapError
 from pargap.kernels import make_kernel
 from pargap.model import Model
 from pargap.observations import VIRIAL_COMPONENTS, model_rows
-from pargap.parallel import SerialComm, collective, gather_sorted, partition_structures
+from pargap.parallel import SerialComm, collective, gather_sorted, on_root, partition_structures
 from pargap.potential import Potential
 from pargap.progress import Log, PhaseTimer
 from pargap.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
@@ -30,9 +30,7 @@ from pargap.sparsify import DescriptorPool, select_sparse
 def load_structures(comm, settings, log):
     """Index the file on rank 0, partition by cost, read and validate this rank's structures."""
     path = settings.at_file
-    index = comm.bcast(_try(lambda: scan_frames(path)) if comm.Get_rank() == 0 else None, root=0)
-    if isinstance(index, PargapError):
-        raise index
+    index = on_root(comm, scan_frames, path)
     part = partition_structures(index.n_atoms, comm.Get_rank(), comm.Get_size())
     log(f"{len(index)} structures, {sum(index.n_atoms)} atoms in {path}; {part.size} rank(s), "
         f"row-cost imbalance {100 * part.imbalance:.1f}%")
@@ -42,13 +40,6 @@ def load_structures(comm, settings, log):
         return [extract(a, i, settings, path) for a, i in zip(atoms, part.structures)]
 
     return collective(comm, read_local), part
-
-
-def _try(func):
-    try:
-        return func()
-    except PargapError as exc:
-        return exc
 
 
 def species_order(comm, structures):
@@ -109,7 +100,7 @@ def compute_e0(comm, settings, structures, species):
         per = gather_sorted(comm, [(s.index, s.energy, s.n_atoms) for s in structures if s.energy is not None])
         if not per:
             raise InputError("e0_method=average needs energies, and no structure has one", file=settings.at_file)
-        mean = sum(e for _, e, _ in per) / sum(n for _, _, n in per)
+        mean = sum(e / n for _, e, n in per) / len(per)  # mean over frames of E/N, as gap_fit
         values = {z: mean for z in species}
     return {z: values.get(z, 0.0) + settings.e0_offset for z in species}
 
@@ -168,7 +159,7 @@ def descriptor_pools(structures, expanded):
     return pools
 
 
-def covariance_rows(structures, models, e0):
+def covariance_rows(structures, models, e0, file=None):
     """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
     the QR factorises it in place.
 
@@ -179,6 +170,7 @@ def covariance_rows(structures, models, e0):
     A, b = block[:, :M], block[:, M]
     row = 0
     for s in structures:
+        first = row
         rows = model_rows(s.atoms, models, gradients=s.forces is not None or s.virial is not None)
         if s.energy is not None:
             baseline = sum(e0[int(z)] for z in s.atoms.numbers)
@@ -195,6 +187,9 @@ def covariance_rows(structures, models, e0):
                 A[row] = rows.virial[k, l] / s.sigma_virial[k, l]
                 b[row] = s.virial[k, l] / s.sigma_virial[k, l]
                 row += 1
+        if not np.all(np.isfinite(block[first:row])):
+            raise InputError("its covariance rows are not finite (atoms on top of each other?)",
+                             file=file, structure=s.index)
     assert row == n_rows
     return block
 
@@ -262,25 +257,22 @@ def fit(settings, comm=None, log=None, timer=None):
         del pools
 
     with timer.phase("covariance rows"):
-        block = collective(comm, covariance_rows, structures, models, e0)
+        block = collective(comm, covariance_rows, structures, models, e0, settings.at_file)
         n_total = comm.allreduce(block.shape[0])
         M = block.shape[1] - 1
         log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
 
     with timer.phase("solve"):
-        K_mm = _block_diagonal([m.covariance_sparse(settings.sparse_jitter) for m in models])
-        U = collective(comm, cholesky_factor, K_mm)
+        def prior_factor():  # K_MM = U^T U, needed on rank 0 only
+            return cholesky_factor(_block_diagonal([m.covariance_sparse(settings.sparse_jitter) for m in models]))
+
+        U = collective(comm, lambda: prior_factor() if rank == 0 else None)
         solver = settings.solver
         if solver == "auto":
             solver = "tsqr"
         if solver == "serial":
             blocks = comm.gather(block, root=0)
-            solution = None
-            if rank == 0:
-                solution = _try(lambda: serial_solve_block(np.vstack(blocks), U))
-            solution = comm.bcast(solution, root=0)
-            if isinstance(solution, PargapError):
-                raise solution
+            solution = on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
         else:
             solution = tsqr_solve_block(comm, block, U)
         del block

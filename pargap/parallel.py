@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pargap.errors import PargapError
+from pargap.errors import CollectiveError, PargapError
 
 
 @dataclass(frozen=True)
@@ -80,16 +80,21 @@ class SerialComm:
         raise SystemExit(code)
 
 
-LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMI_RANK", "PMIX_RANK", "MPI_LOCALNRANKS", "SLURM_PROCID")
+LAUNCHER_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MPI_LOCALNRANKS", "SLURM_STEP_NUM_TASKS")
+"""Job-size variables MPI launchers set (Open MPI, PMI/MPICH/Intel MPI, Hydra, srun steps)."""
 
 
 def world():
-    """MPI.COMM_WORLD when started by an MPI launcher (mpirun, srun, ...), else a SerialComm, so
-    that one rank runs without mpirun and without starting MPI. PARGAP_MPI=1 or 0 forces the choice."""
+    """MPI.COMM_WORLD when started by an MPI launcher with more than one rank (mpirun, srun, ...),
+    else a SerialComm, so that one rank runs without mpirun and without starting MPI.
+    PARGAP_MPI=1 or 0 forces the choice."""
     import os
 
     forced = os.environ.get("PARGAP_MPI")
-    use_mpi = forced == "1" if forced in ("0", "1") else any(v in os.environ for v in LAUNCHER_VARIABLES)
+    if forced in ("0", "1"):
+        use_mpi = forced == "1"
+    else:
+        use_mpi = any(os.environ.get(v, "1").isdigit() and int(os.environ.get(v, "1")) > 1 for v in LAUNCHER_SIZES)
     if not use_mpi:
         return SerialComm()
     try:
@@ -112,8 +117,22 @@ def collective(comm, func, *args, **kwargs):
     errors = comm.allgather(error)
     for r, e in enumerate(errors):
         if e is not None:
-            prefix = f"rank {r}: " if comm.size > 1 else ""
-            raise PargapError(prefix + e)
+            prefix = f"rank {r}: " if comm.Get_size() > 1 else ""
+            raise CollectiveError(prefix + e)
+    return result
+
+
+def on_root(comm, func, *args, **kwargs):
+    """Run ``func`` on rank 0 only and broadcast its result, or its PargapError, raised on all ranks."""
+    result = None
+    if comm.Get_rank() == 0:
+        try:
+            result = func(*args, **kwargs)
+        except PargapError as exc:
+            result = CollectiveError(str(exc))
+    result = comm.bcast(result, root=0)
+    if isinstance(result, CollectiveError):
+        raise result
     return result
 
 

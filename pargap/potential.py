@@ -5,7 +5,7 @@
 HDF5 layout (one file per potential, readable with plain h5py):
 
     /                     attrs: format="pargap-potential", format_version, pargap_version
-    /e0                   attrs: species (Z,) and values (eV), datasets Z (S,), e0 (S,)
+    /e0                   datasets Z (S,) atomic numbers and e0 (S,) isolated-atom energies (eV)
     /models/<k>           k = 0, 1, ... in fit order; attrs: descriptor (name), kernel (name),
                           gap_index, and every descriptor/kernel hyperparameter as
                           attrs "descriptor.<name>" / "kernel.<name>"
@@ -61,9 +61,9 @@ class Potential:
 
     def predict(self, atoms, gradients=True):
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
+        self.baseline_energy(atoms.numbers)  # raises for unknown species, before any work
         rows = model_rows(atoms, self.models, gradients=gradients)
         alpha = self.alpha
-        self.baseline_energy(atoms.numbers)  # raises for unknown species
         e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
         out = {
             "energy": float(rows.energy @ alpha) + float(e0_atoms.sum()),
@@ -111,6 +111,11 @@ class Potential:
                 prov = f.create_group("provenance")
                 for key, val in self.provenance.items():
                     prov.attrs[key] = val if isinstance(val, (int, float, str)) else json.dumps(val)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a potential is for sharing
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

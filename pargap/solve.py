@@ -8,7 +8,7 @@
 ``serial_solve`` is the reference on the whole A. ``tsqr_solve`` is the tall-skinny QR over
 row blocks distributed on the ranks: each rank factorises [A_p | b_p] in place, then the
 (M+1)-column R factors are combined pairwise up a binary tree; the root adds the prior rows
-[U | 0], back-substitutes and broadcasts alpha. Memory per rank: its rows plus two (M+1)^2
+[U | 0], back-substitutes and broadcasts alpha. Memory per rank: its rows plus a few (M+1)^2
 triangles.
 """
 
@@ -47,8 +47,8 @@ def _r_of(block):
     if block.shape[0] == 0:
         return np.zeros((0, block.shape[1]))
     a = np.asfortranarray(block, dtype=float)
-    lwork = int(scipy.linalg.lapack.dgeqrf(a, lwork=-1)[2][0])  # workspace query: blocked Householder
-    qr, _, _, info = scipy.linalg.lapack.dgeqrf(a, lwork=max(lwork, 1), overwrite_a=True)
+    lwork, info = scipy.linalg.lapack.dgeqrf_lwork(*a.shape)  # blocked Householder workspace
+    qr, _, _, info = scipy.linalg.lapack.dgeqrf(a, lwork=max(int(lwork), 1), overwrite_a=True)
     if info != 0:
         raise PargapError(f"QR factorisation failed (LAPACK dgeqrf info={info})")
     return np.triu(qr[: min(block.shape)])
@@ -70,8 +70,13 @@ def _back_substitute(R_aug, M):
     residual = abs(R_aug[M, M]) if R_aug.shape[0] > M else 0.0
     if R.shape[0] < M or np.any(np.abs(np.diag(R)) == 0.0):
         raise PargapError("the least-squares matrix is rank deficient: raise sparse_jitter or use fewer sparse points")
-    condition = condition_estimate(R)
-    alpha = scipy.linalg.solve_triangular(R, c, lower=False, check_finite=False)
+    if not (np.all(np.isfinite(R)) and np.all(np.isfinite(c))):
+        raise PargapError("the least-squares matrix has non-finite entries (NaN or infinity in the rows)")
+    try:
+        condition = condition_estimate(R)
+        alpha = scipy.linalg.solve_triangular(R, c, lower=False, check_finite=False)
+    except (np.linalg.LinAlgError, ValueError) as exc:
+        raise PargapError(f"the triangular solve failed ({exc}): raise sparse_jitter or use fewer sparse points") from None
     if not np.all(np.isfinite(alpha)):
         raise PargapError("the solve produced non-finite coefficients: raise sparse_jitter or use fewer sparse points")
     return Solution(alpha, float(condition), float(residual))
@@ -107,35 +112,39 @@ def _with_prior(R, U):
 
 
 def tsqr_solve(comm, A_local, b_local, U):
-    """Tall-skinny QR over ranks: A_local (n_p, M) and b_local (n_p,) are this rank's rows."""
+    """Tall-skinny QR over ranks: A_local (n_p, M) and b_local (n_p,) are this rank's rows; U (M, M)
+    is needed on rank 0 only."""
     return tsqr_solve_block(comm, np.column_stack([A_local, b_local]), U)
 
 
 def tsqr_solve_block(comm, block, U):
     """Tall-skinny QR over ranks. Every rank passes its rows block = [A_p | b_p] (n_p, M+1),
-    factorised in place when Fortran-ordered, and the same U (M, M); every rank returns the same
-    Solution (alpha broadcast from rank 0). Memory beyond the block: two (M+1)^2 triangles."""
-    M = U.shape[0]
+    factorised in place when Fortran-ordered; U (M, M) is used on rank 0 only. Every rank returns
+    the same Solution (alpha broadcast from rank 0). Beyond its block a rank holds a few
+    (M+1) x (M+1) triangles while R factors are merged up the tree (sent as raw buffers)."""
+    from pargap.parallel import on_root
+
+    M = block.shape[1] - 1
     rank, size = comm.Get_rank(), comm.Get_size()
     R = _r_of(block)
     step = 1
     while step < size:
         if rank % (2 * step) == step:
-            comm.send(R, dest=rank - step, tag=step)
+            comm.send(R.shape, dest=rank - step, tag=2 * step)
+            comm.Send(np.ascontiguousarray(R), dest=rank - step, tag=2 * step + 1)
             R = None
             break
         if rank % (2 * step) == 0 and rank + step < size:
-            other = comm.recv(source=rank + step, tag=step)
-            R = _r_of(np.vstack([R, other]))
+            shape = comm.recv(source=rank + step, tag=2 * step)
+            other = np.empty(shape)
+            comm.Recv(other, source=rank + step, tag=2 * step + 1)
+            stacked = np.empty((R.shape[0] + shape[0], M + 1), order="F")
+            stacked[: R.shape[0]] = R
+            stacked[R.shape[0]:] = other
+            del other
+            R = _r_of(stacked)
         step *= 2
-    solution, error = None, None
+    solution = on_root(comm, lambda: _back_substitute(_with_prior(R, U), M))
     if rank == 0:
-        try:
-            solution = _back_substitute(_with_prior(R, U), M)
-        except PargapError as exc:
-            error = str(exc)
-    solution, error = comm.bcast((solution, error), root=0)
-    if error:
-        raise PargapError(error)
-    _warn_condition(solution)
+        _warn_condition(solution)
     return solution

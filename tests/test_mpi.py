@@ -103,3 +103,14 @@ def test_tsqr_equals_lstsq_oracle(ranks):
     run = mpirun(ranks, HERE / "mpi" / "tsqr_oracle.py")
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"ranks {ranks}: relative difference" in run.stdout
+
+
+@pytest.mark.parametrize("kind", ["pargap", "internal"])
+def test_a_failure_on_one_rank_ends_every_rank(kind):
+    """Rank 1 raises while ranks 0 and 2 wait in a barrier: the job ends (no hang), non-zero,
+    with one message naming rank 1 and the cause."""
+    run = mpirun(3, HERE / "mpi" / "fail_one_rank.py", kind, timeout=60)
+    assert run.returncode != 0
+    expected = "rank 1: injected failure" if kind == "pargap" else "internal error on rank 1"
+    assert expected in run.stderr, run.stderr
+    assert "injected bug" in run.stderr or kind == "pargap"

@@ -29,25 +29,34 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    from pargap.errors import PargapError
     from pargap.parallel import world
 
-    comm = world()
+    try:
+        comm = world()
+    except PargapError as exc:
+        print(f"pargap: error: {exc}", file=sys.stderr)
+        return 1
 
     def body():
         from pargap.config import settings_from_dict
         from pargap.evaluate import error_table, format_table
         from pargap.fit import load_structures
+        from pargap.parallel import collective
         from pargap.potential import Potential
         from pargap.progress import Log
 
-        potential = Potential.load(args.potential)
-        data = tomllib.loads(potential.settings) if potential.settings else {}
-        data["at_file"] = args.data
-        for key in ("energy", "force", "virial", "stress", "config_type"):
-            value = getattr(args, f"{key}_parameter_name")
-            if value is not None:
-                data[f"{key}_parameter_name"] = value
-        settings = settings_from_dict(data)
+        def load():
+            potential = Potential.load(args.potential)
+            data = tomllib.loads(potential.settings) if potential.settings else {}
+            data["at_file"] = args.data
+            for key in ("energy", "force", "virial", "stress", "config_type"):
+                value = getattr(args, f"{key}_parameter_name")
+                if value is not None:
+                    data[f"{key}_parameter_name"] = value
+            return potential, settings_from_dict(data)
+
+        potential, settings = collective(comm, load)
         log = Log(comm, quiet=args.json)
         structures, _ = load_structures(comm, settings, log)
         table = error_table(comm, potential, structures, args.data)

@@ -58,15 +58,21 @@ def main(argv=None):
             return 1
         return 0
 
+    from pargap.errors import PargapError
     from pargap.parallel import world
 
-    comm = world()
+    try:
+        comm = world()
+    except PargapError as exc:
+        print(f"pargap: error: {exc}", file=sys.stderr)
+        return 1
 
     def body():
         from pargap.fit import fit, write_potential
+        from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
 
-        settings = settings_from_args(args)
+        settings = collective(comm, settings_from_args, args)
         log = Log(comm, quiet=args.quiet)
         timer = PhaseTimer(comm, log)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
