@@ -4,7 +4,8 @@ Conventions are gap_fit's (GAPFIT_MATH.md section 0 and 6): keys are looked up
 case-insensitively; ``stress`` stands in for a missing virial (W = -stress * volume); energy and
 virial sigmas are multiplied by sqrt(N_atoms) when ``sigma_per_atom``; per-structure keys
 ``energy_sigma``, ``force_sigma``, ``virial_sigma`` and per-atom ``force_atom_sigma`` or
-``force_component_sigma`` override the defaults and are absolute.
+``force_component_sigma`` (and ``virial_component_sigma``) override the defaults and are
+absolute; atoms with ``force_mask`` true have no force rows.
 Units: eV, Angstrom, eV/Angstrom; virial in eV. Serial code; MPI is in :mod:`pargap.fit`.
 """
 
@@ -186,9 +187,13 @@ def to_virial(stress, volume):
     return -s.reshape(3, 3) * volume
 
 
-def extract(atoms, index, settings, file):
-    """Observations and noise of one structure (``settings``: FitSettings)."""
+def extract(atoms, index, settings, file, check_sigma=True):
+    """Observations and noise of one structure (``settings``: FitSettings). ``check_sigma=False``
+    (evaluation) skips the noise checks, which only a fit needs."""
     n = len(atoms)
+    if lookup(atoms, "n_hessian") is not None:
+        raise InputError("Hessian observations are not supported yet (this structure has n_hessian)",
+                         file=file, structure=index, key="n_hessian")
     _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
     force_default = settings.force_parameter_name == "forces"
     ekey, fkey = settings.energy_parameter_name, settings.force_parameter_name
@@ -247,6 +252,19 @@ def extract(atoms, index, settings, file):
         sigma_forces[:] = positive(v, "force_atom" + suffix, lambda a: a.shape == (n,), "per-atom force sigma")[:, None]
     if (v := lookup(atoms, "force_component" + suffix, per_atom=True)) is not None:
         sigma_forces[:] = positive(v, "force_component" + suffix, lambda a: a.shape == (n, 3), "force sigma")
+    if (v := lookup(atoms, "virial_component" + suffix)) is not None:
+        v = positive(v, "virial_component" + suffix, lambda a: a.size == 9, "virial sigma").reshape(3, 3)
+        sigma_virial = 0.5 * (v + v.T)
+    if (v := lookup(atoms, "force_mask", per_atom=True)) is not None:
+        # gap_fit leaves masked atoms out of the force rows; an infinite sigma zeroes their rows
+        mask = np.asarray(v, dtype=bool).reshape(-1)
+        if mask.shape != (n,):
+            raise InputError(f"force_mask has shape {np.shape(v)}", file=file, structure=index, key="force_mask")
+        sigma_forces[mask] = np.inf
+    if not check_sigma:
+        return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
+                         sigma_forces if forces is not None else None,
+                         sigma_virial if virial is not None else None)
     for name, used, sig in (("energy", energy, sigma_energy), ("force", forces, sigma_forces), ("virial", virial, sigma_virial)):
         if used is not None and np.any(np.asarray(sig) <= 0):
             raise InputError(

@@ -5,6 +5,7 @@ solve -> write. Every rank runs every phase; errors found on one rank are raised
 through :func:`pargap.parallel.collective`, so no rank waits in a collective alone.
 """
 
+import dataclasses
 import datetime
 import hashlib
 import os
@@ -27,7 +28,7 @@ from pargap.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
 from pargap.sparsify import DescriptorPool, select_sparse
 
 
-def load_structures(comm, settings, log):
+def load_structures(comm, settings, log, check_sigma=True):
     """Index the file on rank 0, partition by cost, read and validate this rank's structures."""
     path = settings.at_file
     index = on_root(comm, scan_frames, path)
@@ -37,7 +38,7 @@ def load_structures(comm, settings, log):
 
     def read_local():
         atoms = read_frames(index, part.structures)
-        return [extract(a, i, settings, path) for a, i in zip(atoms, part.structures)]
+        return [extract(a, i, settings, path, check_sigma) for a, i in zip(atoms, part.structures)]
 
     return collective(comm, read_local), part
 
@@ -102,7 +103,8 @@ def compute_e0(comm, settings, structures, species):
             raise InputError("e0_method=average needs energies, and no structure has one", file=settings.at_file)
         mean = sum(e / n for _, e, n in per) / len(per)  # mean over frames of E/N, as gap_fit
         values = {z: mean for z in species}
-    return {z: values.get(z, 0.0) + settings.e0_offset for z in species}
+    known = list(species) + [z for z in values if z not in species]  # given e0 of absent species too
+    return {z: values.get(z, 0.0) + settings.e0_offset for z in known}
 
 
 def _first_structure_with(comm, structures, zs):
@@ -226,6 +228,7 @@ def fit(settings, comm=None, log=None, timer=None):
 
     with timer.phase("read"):
         structures, part = load_structures(comm, settings, log)
+        data_hash = on_root(comm, file_hash, settings.at_file)  # of the data as read
         species = species_order(comm, structures)
         e0 = collective(comm, compute_e0, comm, settings, structures, species)
         counts = comm.allreduce(np.array([
@@ -290,12 +293,13 @@ def fit(settings, comm=None, log=None, timer=None):
         "python": platform.python_version(),
         "ranks": size,
         "at_file": os.path.abspath(settings.at_file),
-        "at_file_sha256": file_hash(settings.at_file) if rank == 0 else "",
+        "at_file_sha256": data_hash,
         "rnd_seed": seed,
         "condition_estimate": solution.condition,
         "n_rows": int(n_total),
     }
-    return Potential(models, e0, settings.to_toml(), provenance)
+    # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
+    return Potential(models, e0, dataclasses.replace(settings, rnd_seed=seed).to_toml(), provenance)
 
 
 def _block_diagonal(blocks):

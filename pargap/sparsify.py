@@ -2,11 +2,13 @@
 
 Descriptors are numbered globally: structures in file order, then each structure's descriptors
 in the descriptor's own order. Every method picks by global number, so the chosen points are the
-same for any rank count. Exact duplicates within a structure (distance_2b lists every pair twice)
-are removed from the candidates first, as gap_fit does; ``index_file`` indices refer to the full
-list, duplicates included (1-based, as gap_fit).
+same for any rank count. Exact duplicates are removed from the candidates first, as gap_fit does,
+but within each structure only (distance_2b lists every pair twice; gap_fit also removes
+duplicates across structures, which pargap does not yet). ``index_file`` indices refer to the
+full list, duplicates included (1-based, as gap_fit).
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,15 +21,11 @@ DUPLICATE_TOLERANCE = 1e-10
 @dataclass
 class DescriptorPool:
     """This rank's descriptors of one model: x (n, D), weight (n,), structure (n,) global index of
-    the owning structure, ascending; ``counts`` {structure: descriptors} of the local structures."""
+    the owning structure, ascending."""
 
     x: np.ndarray
     weight: np.ndarray
     structure: np.ndarray
-
-    def counts(self):
-        s, c = np.unique(self.structure, return_counts=True)
-        return dict(zip(s.tolist(), c.tolist()))
 
 
 def unique_mask(x, tol=DUPLICATE_TOLERANCE):
@@ -74,43 +72,52 @@ def _collect(comm, pool, local_positions, global_ids):
     return x, w, ids
 
 
+def _segments(structure):
+    """(structure ids, start, count) of the runs of a sorted structure-index array."""
+    ids, start, count = np.unique(structure, return_index=True, return_counts=True)
+    return ids, start, count
+
+
+def _numbering(comm, structure, keep):
+    """Global numbers of the kept local rows: structures in file order, rows in order within each.
+    structure (n,) sorted; keep (n,) bool. Returns (positions of kept rows, their global numbers, total)."""
+    ids, start, count = _segments(structure)
+    kept = np.add.reduceat(keep.astype(np.int64), start) if len(start) else np.zeros(0, dtype=np.int64)
+    offsets, total = _global_offsets(comm, dict(zip(ids.tolist(), kept.tolist())))
+    positions = np.flatnonzero(keep)
+    # rank of each kept row inside its structure, plus the structure's global offset
+    first_kept = np.repeat(np.cumsum(kept) - kept, kept)
+    base = np.repeat(np.array([offsets[i] for i in ids.tolist()], dtype=np.int64), kept)
+    return positions, base + np.arange(len(positions)) - first_kept, total
+
+
 def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None, where="model"):
     """Choose the sparse points of one model. Returns (sparse_x (M, D), sparse_weight (M,), ids (M,)).
 
     ids are the global descriptor numbers of the points (0-based, duplicates counted, so that
-    ids + 1 written one per line is an ``index_file`` reproducing the choice; empty for ``file``)."""
-    if method == "file":
-        return read_sparse_file(sparse_file, pool.x.shape[1], where) + (np.arange(0),)
+    ids + 1 written one per line is an ``index_file`` reproducing the choice; empty for ``file``).
+    Files are read on rank 0 and broadcast."""
+    from pargap.parallel import on_root
 
-    counts = pool.counts()
-    all_offsets, n_all = _global_offsets(comm, counts)
-    # global number of every local descriptor (duplicates included)
-    local_start = np.zeros(len(pool.x), dtype=np.int64)
-    for s in counts:
-        rows = np.flatnonzero(pool.structure == s)
-        local_start[rows] = all_offsets[s] + np.arange(len(rows))
+    if method == "file":
+        return on_root(comm, read_sparse_file, sparse_file, pool.x.shape[1], where) + (np.arange(0),)
+
+    everything = np.ones(len(pool.x), dtype=bool)
+    _, number, n_all = _numbering(comm, pool.structure, everything)  # duplicates included
 
     if method == "index_file":
-        idx = read_index_file(sparse_file, where)
+        idx = on_root(comm, read_index_file, sparse_file, where)
         if n_sparse and len(idx) != n_sparse:
             raise ConfigError(f"{where}: n_sparse={n_sparse} but {sparse_file} lists {len(idx)} indices")
         if idx.max() > n_all:
             raise InputError(f"index {idx.max()} exceeds the {n_all} descriptors of {where}", file=sparse_file)
-        wanted = set((idx - 1).tolist())
-        pos = [p for p, g in enumerate(local_start) if g in wanted]
-        return _collect(comm, pool, pos, local_start[pos])
+        pos = np.flatnonzero(np.isin(number, idx - 1))
+        return _collect(comm, pool, pos, number[pos])
 
     cand = np.zeros(len(pool.x), dtype=bool)
-    for s in counts:
-        rows = np.flatnonzero(pool.structure == s)
-        cand[rows] = unique_mask(pool.x[rows])
-    cand_counts = {s: int(cand[pool.structure == s].sum()) for s in counts}
-    cand_offsets, n_cand = _global_offsets(comm, cand_counts)
-    cand_local = np.flatnonzero(cand)
-    cand_global = np.zeros(len(cand_local), dtype=np.int64)
-    for s in counts:
-        sel = pool.structure[cand_local] == s
-        cand_global[sel] = cand_offsets[s] + np.arange(sel.sum())
+    for s, first, count in zip(*_segments(pool.structure)):
+        cand[first:first + count] = unique_mask(pool.x[first:first + count])
+    cand_local, cand_global, n_cand = _numbering(comm, pool.structure, cand)
     if n_cand == 0:
         raise InputError(f"{where}: no descriptors in the training data (is the cutoff too short?)")
 
@@ -119,6 +126,9 @@ def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None
     else:
         m = n_sparse
         if m > n_cand:
+            if comm.Get_rank() == 0:
+                warnings.warn(f"{where}: n_sparse={m} exceeds the {n_cand} distinct descriptors; using all of them",
+                              RuntimeWarning, stacklevel=2)
             m = n_cand  # gap_fit caps n_sparse at the number of candidates, with a warning
         if method == "random":
             chosen = np.sort(np.random.default_rng(seed).choice(n_cand, size=m, replace=False))
@@ -131,7 +141,7 @@ def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None
         else:
             raise ConfigError(f"{where}: unknown sparse_method '{method}'")
     take = np.isin(cand_global, chosen)
-    return _collect(comm, pool, cand_local[take], local_start[cand_local[take]])
+    return _collect(comm, pool, cand_local[take], number[cand_local[take]])
 
 
 def _uniform(comm, x, gid, n_cand, m, seed):
@@ -142,6 +152,8 @@ def _uniform(comm, x, gid, n_cand, m, seed):
     lo = np.min([p for p in comm.allgather(x.min(0) if len(x) else None) if p is not None], axis=0)
     hi = np.max([p for p in comm.allgather(x.max(0) if len(x) else None) if p is not None], axis=0)
     G = int(np.ceil(m ** (1.0 / D) - 1e-12))
+    if D * np.log2(max(G, 2)) > 62:
+        raise ConfigError(f"sparse_method=uniform needs a low-dimensional descriptor ({G}^{D} bins); use cur_points")
     span = np.where(hi > lo, hi - lo, 1.0)
     t = (x - lo) / span * (G - 1)
     b = np.floor(t + 0.5).astype(np.int64)  # Fortran nint: half away from zero (t >= 0 here)

@@ -128,3 +128,20 @@ def test_any_ase_format_is_read(tmp_path):
     assert index.n_atoms == (2, 4)
     st = extract(read_frames(index, [1])[0], 1, settings(), "db.json")
     assert st.energy == -1.0 and st.forces.shape == (4, 3)
+
+
+def test_force_mask_and_virial_component_sigma():
+    atoms = crystal()
+    atoms.arrays["force_mask"] = np.array([True, False])
+    atoms.info["virial"] = np.eye(3)
+    atoms.info["virial_component_sigma"] = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]])
+    st = extract(atoms, 0, settings(), "x.xyz")
+    assert np.all(np.isinf(st.sigma_forces[0])) and np.all(st.sigma_forces[1] == 0.2)  # row weight 0
+    np.testing.assert_allclose(st.sigma_virial, [[1, 3, 5], [3, 5, 7], [5, 7, 9]])
+
+
+def test_hessian_data_is_refused_not_ignored():
+    atoms = crystal()
+    atoms.info["n_hessian"] = 1
+    with pytest.raises(InputError, match="structure 7.*n_hessian"):
+        extract(atoms, 7, settings(), "x.xyz")
