@@ -7,7 +7,8 @@ from contextlib import contextmanager
 
 
 def peak_memory_mb():
-    """Peak resident memory of this process (MB), from getrusage (kB on Linux)."""
+    """Peak resident memory of this process so far (MB), from getrusage (kB on Linux): the value
+    after a phase is the peak up to the end of that phase, not of the phase alone."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -25,7 +26,8 @@ class Log:
 
 
 class PhaseTimer:
-    """``with timer.phase("descriptors"):`` times a phase (max over ranks) and records peak memory.
+    """``with timer.phase("descriptors"):`` times a phase (max over ranks) and records the peak
+    memory of every rank so far (max over ranks, and their sum: an upper bound of the job's peak).
 
     The report after each phase is collective: every rank must enter every phase."""
 
