@@ -150,6 +150,7 @@ class FitSettings:
     config_type_parameter_name: str = "config_type"
     sigma_parameter_name: str = "sigma"
     sparse_jitter: float = 1e-10
+    hessian_delta: float = 0.01
     rnd_seed: int = -1
     solver: str = "auto"
     do_copy_at_file: bool = True
@@ -169,6 +170,8 @@ class FitSettings:
             raise ConfigError(f"e0_method must be 'isolated' or 'average', got '{self.e0_method}'")
         if self.solver not in ("auto", "tsqr", "serial"):
             raise ConfigError(f"solver must be auto, tsqr or serial, got '{self.solver}'")
+        if not self.hessian_delta > 0:
+            raise ConfigError(f"hessian_delta must be positive, got {self.hessian_delta}")
         if not self.sparse_jitter >= 0:
             raise ConfigError(f"sparse_jitter must be >= 0, got {self.sparse_jitter}")
 
@@ -338,7 +341,6 @@ def apply_overrides(data, overrides):
 GAPFIT_UNSUPPORTED = {
     "core_param_file": "a core (baseline) potential is not supported yet",
     "core_ip_args": "a core (baseline) potential is not supported yet",
-    "hessian_delta": "Hessian observations are not supported yet",
     "linear_system_dump_file": "linear-system dumps are not supported",
     "template_file": "template files are not supported",
     "config_type_n_sparse": "per-config-type sparse selection is not supported yet",

@@ -12,7 +12,7 @@ Units: eV, Angstrom, eV/Angstrom; virial in eV. Serial code; MPI is in :mod:`par
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,8 @@ class Structure:
     index: position in the input file (0-based). energy: eV or None. forces: (n, 3) eV/A or None.
     virial: (3, 3) eV, symmetrised, or None. sigma_energy: eV; sigma_forces: (n, 3) eV/A;
     sigma_virial: (3, 3) eV (already scaled by sqrt(n) where sigma_per_atom says so).
+    hessian: [(eigenvalue eV/A^2, unit eigenvector (n, 3))], gap_fit's n_hessian/hessianK keys;
+    sigma_hessian: eV/A^2 (never scaled by the number of atoms).
     """
 
     index: int
@@ -39,6 +41,8 @@ class Structure:
     sigma_energy: float
     sigma_forces: np.ndarray | None
     sigma_virial: np.ndarray | None
+    hessian: list = field(default_factory=list)
+    sigma_hessian: float = 0.0
 
     @property
     def n_atoms(self):
@@ -49,7 +53,7 @@ class Structure:
         """Observation rows this structure contributes."""
         return (self.energy is not None) + 3 * self.n_atoms * (self.forces is not None) + 6 * (
             self.virial is not None
-        )
+        ) + len(self.hessian)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -191,9 +195,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
     """Observations and noise of one structure (``settings``: FitSettings). ``check_sigma=False``
     (evaluation) skips the noise checks, which only a fit needs."""
     n = len(atoms)
-    if lookup(atoms, "n_hessian") is not None:
-        raise InputError("Hessian observations are not supported yet (this structure has n_hessian)",
-                         file=file, structure=index, key="n_hessian")
+    hessian = hessian_observations(atoms, index, file)
     _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
     force_default = settings.force_parameter_name == "forces"
     ekey, fkey = settings.energy_parameter_name, settings.force_parameter_name
@@ -220,7 +222,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
             virial = to_virial(stress, atoms.get_volume())
     if virial is not None:
         virial = 0.5 * (virial + virial.T)
-    if energy is None and forces is None and virial is None:
+    if energy is None and forces is None and virial is None and not hessian:
         raise InputError(
             f"structure has no observations: none of the keys '{ekey}', '{settings.force_parameter_name}', "
             f"'{vkey}' or '{skey}' is present (set energy_parameter_name etc. to your file's keys)",
@@ -230,7 +232,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
     ckey = settings.config_type_parameter_name
     config_type = lookup(atoms, ckey)
     config_type = "default" if config_type is None else str(config_type)
-    sE, sF, sV, _ = settings.config_type_sigma.get(config_type, settings.default_sigma)
+    sE, sF, sV, sH = settings.config_type_sigma.get(config_type, settings.default_sigma)
     scale = math.sqrt(n) if settings.sigma_per_atom else 1.0
     sigma_energy, sigma_virial = sE * scale, np.full((3, 3), sV * scale)
     sigma_forces = np.full((n, 3), float(sF))
@@ -261,11 +263,15 @@ def extract(atoms, index, settings, file, check_sigma=True):
         if mask.shape != (n,):
             raise InputError(f"force_mask has shape {np.shape(v)}", file=file, structure=index, key="force_mask")
         sigma_forces[mask] = np.inf
+    sigma_hessian = float(sH)
+    if (v := lookup(atoms, "hessian" + suffix)) is not None:
+        sigma_hessian = float(positive(v, "hessian" + suffix, lambda a: a.size == 1, "hessian sigma").ravel()[0])
     if not check_sigma:
         return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
                          sigma_forces if forces is not None else None,
-                         sigma_virial if virial is not None else None)
-    for name, used, sig in (("energy", energy, sigma_energy), ("force", forces, sigma_forces), ("virial", virial, sigma_virial)):
+                         sigma_virial if virial is not None else None, hessian, sigma_hessian)
+    for name, used, sig in (("energy", energy, sigma_energy), ("force", forces, sigma_forces),
+                            ("virial", virial, sigma_virial), ("hessian", hessian or None, sigma_hessian)):
         if used is not None and np.any(np.asarray(sig) <= 0):
             raise InputError(
                 f"{name} sigma is zero for config_type '{config_type}' (set default_sigma/config_type_sigma)",
@@ -273,7 +279,33 @@ def extract(atoms, index, settings, file, check_sigma=True):
             )
     return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
                      sigma_forces if forces is not None else None,
-                     sigma_virial if virial is not None else None)
+                     sigma_virial if virial is not None else None, hessian, sigma_hessian)
+
+
+def hessian_observations(atoms, index, file):
+    """gap_fit's Hessian convention: info ``n_hessian`` = k, eigenvalues in info ``hessian1..k``
+    (eV/A^2), eigenvectors as per-atom 3-vectors ``hessian1..k`` (normalised here).
+    Returns [(eigenvalue, eigenvector (n, 3))]."""
+    count = lookup(atoms, "n_hessian")
+    if count is None:
+        return []
+    n = len(atoms)
+    count = _array(count, lambda a: a.size == 1, "n_hessian", file, index, "n_hessian").ravel()[0]
+    out = []
+    for k in range(1, int(count) + 1):
+        key = f"hessian{k}"
+        value = lookup(atoms, key)
+        vector = lookup(atoms, key, per_atom=True)
+        if value is None or vector is None or np.ndim(vector) != 2:
+            raise InputError(f"n_hessian={int(count)} but eigenvalue (info) or eigenvector (per-atom) "
+                             f"'{key}' is missing", file=file, structure=index, key=key)
+        value = float(_array(value, lambda a: a.size == 1, "Hessian eigenvalue", file, index, key).ravel()[0])
+        vector = _array(vector, lambda a: a.shape == (n, 3), "Hessian eigenvector", file, index, key)
+        norm = np.linalg.norm(vector)
+        if norm == 0:
+            raise InputError("Hessian eigenvector is zero", file=file, structure=index, key=key)
+        out.append((value, vector / norm))
+    return out
 
 
 def is_isolated_atom(atoms, cutoff):

@@ -20,7 +20,7 @@ from pargap.descriptors import make_descriptor
 from pargap.errors import ConfigError, InputError, PargapError
 from pargap.kernels import make_kernel
 from pargap.model import Model
-from pargap.observations import VIRIAL_COMPONENTS, model_rows
+from pargap.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
 from pargap.parallel import SerialComm, collective, gather_sorted, on_root, partition_structures
 from pargap.potential import Potential
 from pargap.progress import Log, PhaseTimer
@@ -161,11 +161,12 @@ def descriptor_pools(structures, expanded):
     return pools
 
 
-def covariance_rows(structures, models, e0, file=None):
+def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01):
     """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
     the QR factorises it in place.
 
-    Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV)."""
+    Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV); Hessian
+    eigenvalues (eV/A^2) by central differences of force rows with displacement hessian_delta."""
     n_rows = sum(s.n_rows for s in structures)
     M = sum(m.n_sparse for m in models)
     block = np.empty((n_rows, M + 1), order="F")
@@ -189,6 +190,10 @@ def covariance_rows(structures, models, e0, file=None):
                 A[row] = rows.virial[k, l] / s.sigma_virial[k, l]
                 b[row] = s.virial[k, l] / s.sigma_virial[k, l]
                 row += 1
+        for eigenvalue, eigenvector in s.hessian:
+            A[row] = hessian_row(s.atoms, models, eigenvector, hessian_delta) / s.sigma_hessian
+            b[row] = eigenvalue / s.sigma_hessian
+            row += 1
         if not np.all(np.isfinite(block[first:row])):
             raise InputError("its covariance rows are not finite (atoms on top of each other?)",
                              file=file, structure=s.index)
@@ -235,12 +240,14 @@ def fit(settings, comm=None, log=None, timer=None):
             sum(s.energy is not None for s in structures),
             sum(3 * s.n_atoms for s in structures if s.forces is not None),
             sum(6 for s in structures if s.virial is not None),
+            sum(len(s.hessian) for s in structures),
         ]))
     from ase.data import chemical_symbols
 
     log("species " + " ".join(chemical_symbols[z] for z in species) + "; e0 "
         + " ".join(f"{chemical_symbols[z]}={v:.6f}" for z, v in e0.items()) + " eV")
-    log(f"observations: {counts[0]} energies, {counts[1]} force components, {counts[2]} virial components")
+    log(f"observations: {counts[0]} energies, {counts[1]} force components, {counts[2]} virial components, "
+        f"{counts[3]} Hessian eigenvalues")
 
     expanded = expand_models(settings, species)
     with timer.phase("descriptors"):
@@ -260,7 +267,8 @@ def fit(settings, comm=None, log=None, timer=None):
         del pools
 
     with timer.phase("covariance rows"):
-        block = collective(comm, covariance_rows, structures, models, e0, settings.at_file)
+        block = collective(comm, covariance_rows, structures, models, e0, settings.at_file,
+                           settings.hessian_delta)
         n_total = comm.allreduce(block.shape[0])
         M = block.shape[1] - 1
         log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")

@@ -6,6 +6,7 @@ For a structure with descriptors x_i (weights w_i) and a model with sparse point
     force         F_a      -> -sum_i d/dr_a [w_i k(x_i, s_m)] w_m
     virial        W_kl     -> -sum_g d/dr_{g,k} [w k(x, s_m)] w_m R_{g,l}   (R_g: slot position)
     local energy  eps_a    -> sum_{i centred on a} w_i k(x_i, s_m) w_m
+    Hessian       e.H.e    -> e . (F(r0 - D e) - F(r0 + D e)) / (2 D)   (force rows, displaced)
 
 The same rows serve the fit (divided by the noise sigma) and prediction (multiplied by alpha),
 so what is fitted is exactly what is predicted. Serial numpy over one structure; no MPI.
@@ -42,6 +43,18 @@ def model_rows(atoms, models, gradients=True):
         None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts], axis=-1)
     )
     return ModelRows(cat("energy"), cat("local"), cat("forces"), cat("virial"))
+
+
+def hessian_row(atoms, models, eigenvector, delta):
+    """Row of the Hessian eigenvalue along the unit vector e (n, 3): the central difference of
+    force rows, e . (F(r0 - D e) - F(r0 + D e)) / (2 D) ~ e^T H e, no second derivatives needed.
+    delta D in Angstrom; returns (M_total,) in eV/A^2 per unit alpha."""
+    forces = []
+    for sign in (-1.0, 1.0):
+        moved = atoms.copy()
+        moved.positions = atoms.positions + sign * delta * eigenvector
+        forces.append(model_rows(moved, models).forces)
+    return np.einsum("ac,acm->m", eigenvector, forces[0] - forces[1]) / (2.0 * delta)
 
 
 def single_model_rows(atoms, model, gradients=True):

@@ -140,8 +140,16 @@ def test_force_mask_and_virial_component_sigma():
     np.testing.assert_allclose(st.sigma_virial, [[1, 3, 5], [3, 5, 7], [5, 7, 9]])
 
 
-def test_hessian_data_is_refused_not_ignored():
+def test_hessian_keys_as_gap_fit():
     atoms = crystal()
     atoms.info["n_hessian"] = 1
-    with pytest.raises(InputError, match="structure 7.*n_hessian"):
-        extract(atoms, 7, settings(), "x.xyz")
+    with pytest.raises(InputError, match="structure 7.*hessian1"):
+        extract(atoms, 7, settings(), "x.xyz")  # eigenvalue and eigenvector missing
+    atoms.info["hessian1"] = 4.5
+    atoms.arrays["hessian1"] = np.array([[0.0, 0.0, 3.0], [0.0, 0.0, -4.0]])
+    with pytest.raises(InputError, match="hessian sigma is zero"):
+        extract(atoms, 7, settings(), "x.xyz")  # default_sigma's fourth value is 0
+    st = extract(atoms, 7, settings(default_sigma=[0.01, 0.2, 0.5, 0.05]), "x.xyz")
+    (value, vector), = st.hessian
+    assert value == 4.5 and st.sigma_hessian == 0.05  # not scaled by the number of atoms
+    np.testing.assert_allclose(vector, [[0, 0, 0.6], [0, 0, -0.8]])
