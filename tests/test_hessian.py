@@ -80,3 +80,27 @@ def test_sinusoidal_spring_two_minima_two_curvatures(tmp_path):
     pot = fit_dimers(tmp_path, frames, np.linspace(r1 - 0.5, r1 + L + 0.5, 13))
     for r in (r1, r1 + L):
         assert pair_curvature(pot, r) == pytest.approx(kappa, rel=5e-3)
+
+
+def test_hessian_data_from_a_calculator():
+    """An LJ trimer: 9 - 3 = 6 modes (rotations included, translations dropped); the eigenpairs
+    satisfy H e = lambda e for the finite-difference Hessian, and the stretch of a dimer has the
+    analytic eigenvalue 2 E''(r)."""
+    from ase.calculators.lj import LennardJones
+
+    from pargap.hessian import finite_difference_hessian, hessian_data
+
+    calc = LennardJones(sigma=2.0, epsilon=0.5, rc=6.0)
+    trimer = Atoms("Ar3", positions=[[0, 0, 0], [2.3, 0, 0], [1.0, 2.0, 0.3]])
+    data = hessian_data(trimer, calc)
+    H = finite_difference_hessian(trimer, calc)
+    assert data.info["n_hessian"] == 6
+    for k in range(1, 7):
+        e = data.arrays[f"hessian{k}"].ravel()
+        np.testing.assert_allclose(H @ e, data.info[f"hessian{k}"] * e, atol=1e-5 * np.abs(H).max())
+        np.testing.assert_allclose(e.reshape(3, 3).sum(0), 0.0, atol=1e-10)  # no translation
+    r = 2.4
+    d = hessian_data(Atoms("Ar2", positions=[[0, 0, 0], [r, 0, 0]]), calc)
+    s6 = (2.0 / r) ** 6
+    second = 4 * 0.5 * (156 * s6**2 - 42 * s6) / r**2  # E''(r) of LJ
+    assert max(d.info[f"hessian{k}"] for k in range(1, 4)) == pytest.approx(2 * second, rel=1e-4)  # FD step 1e-3
