@@ -131,7 +131,7 @@ def exchange(comm, owned, needs):
     send = np.ascontiguousarray(np.concatenate(parts) if parts else np.zeros((0, D))).reshape(-1)
     send_counts = np.array([sum(len(owned[i]) for i in idx) * D for idx in send_idx])
     recv_counts = np.array([sum(len(Z) for _, Z in part) * D for part in meta])
-    if max(send_counts.sum(), recv_counts.sum()) >= 2**31:
+    if max(comm.allgather(int(max(send_counts.sum(), recv_counts.sum())))) >= 2**31:  # same on all ranks
         from pargap.errors import PargapError
 
         raise PargapError("environments to exchange exceed 2^31 numbers per rank: use more ranks")
