@@ -14,6 +14,18 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 
 
+def start_mpi():
+    """The job's communicator (see pargap.parallel.world), or None after printing why MPI could
+    not start."""
+    from pargap.parallel import world
+
+    try:
+        return world()
+    except PargapError as exc:
+        print(f"pargap: error: {exc}", file=sys.stderr, flush=True)
+        return None
+
+
 def run(body, comm):
     """Run ``body()`` -> exit code. A CollectiveError (raised on all ranks alike) prints one message
     on rank 0 and every rank exits 1; any other exception on one rank is reported with its rank and

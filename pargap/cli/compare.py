@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from pargap.cli.common import EXIT_USAGE, run
+from pargap.cli.common import EXIT_ERROR, EXIT_USAGE, run, start_mpi
 
 DEFAULT_SOAP = "l_max=6 n_max=8 cutoff=5.0 atom_sigma=0.5 zeta=2"
 FIT_ONLY_KEYS = ("delta", "n_sparse", "sparse_method", "add_species", "f0", "covariance_sigma0")
@@ -307,14 +307,9 @@ def main(argv=None):
         print("pargap-compare: error: --tile must be at least 1", file=sys.stderr)
         return EXIT_USAGE
 
-    from pargap.errors import PargapError
-    from pargap.parallel import world
-
-    try:
-        comm = world()
-    except PargapError as exc:
-        print(f"pargap: error: {exc}", file=sys.stderr)
-        return 1
+    comm = start_mpi()
+    if comm is None:
+        return EXIT_ERROR
 
     def body():
         from pargap.compare import farthest_point_selection

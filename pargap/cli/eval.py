@@ -8,7 +8,7 @@ import json
 import sys
 import tomllib
 
-from pargap.cli.common import run
+from pargap.cli.common import EXIT_ERROR, run, start_mpi
 
 
 def parser():
@@ -29,14 +29,9 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    from pargap.errors import PargapError
-    from pargap.parallel import world
-
-    try:
-        comm = world()
-    except PargapError as exc:
-        print(f"pargap: error: {exc}", file=sys.stderr)
-        return 1
+    comm = start_mpi()
+    if comm is None:
+        return EXIT_ERROR
 
     def body():
         from pargap.config import settings_from_dict

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from pargap.cli.common import run
+from pargap.cli.common import EXIT_ERROR, run, start_mpi
 from pargap.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
 from pargap.errors import ConfigError
 
@@ -58,14 +58,9 @@ def main(argv=None):
             return 1
         return 0
 
-    from pargap.errors import PargapError
-    from pargap.parallel import world
-
-    try:
-        comm = world()
-    except PargapError as exc:
-        print(f"pargap: error: {exc}", file=sys.stderr)
-        return 1
+    comm = start_mpi()
+    if comm is None:
+        return EXIT_ERROR
 
     def body():
         from pargap.fit import fit, write_potential
