@@ -140,3 +140,26 @@ def run_job(cmd, cwd=None, timeout=JOB_TIMEOUT):
         _kill_job(proc)
         pytest.fail(f"{' '.join(cmd)} did not finish within {timeout} s")
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def displaced(atoms, a, c, h):
+    """The two copies of ``atoms`` with coordinate c of atom a moved by +h and -h (Angstrom)."""
+    out = []
+    for sign in (1, -1):
+        moved = atoms.copy()
+        moved.positions[a, c] += sign * h
+        out.append(moved)
+    return out
+
+
+def strained(atoms, k, l, h):
+    """The two copies of ``atoms`` under the homogeneous strain +-h e_kl: cell and positions are
+    mapped by (I + eps), so that d/d eps_kl of any property is the virial-type contraction."""
+    out = []
+    for sign in (1, -1):
+        F = np.eye(3)
+        F[k, l] += sign * h
+        moved = atoms.copy()
+        moved.set_cell(atoms.cell[:] @ F.T, scale_atoms=True)
+        out.append(moved)
+    return out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
+from conftest import displaced, strained
 from pargap.neighbours import neighbour_list
 
 from pargap.descriptors.angle_3b import Angle3b, ordered_slot_pairs
@@ -228,11 +229,7 @@ def test_gradients_match_finite_differences(case):
     h = 1e-6
     for a in range(len(atoms)):
         for c in range(3):
-            shifted = []
-            for sign in (1, -1):
-                moved = atoms.copy()
-                moved.positions[a, c] += sign * h
-                shifted.append(desc.compute(moved))
+            shifted = [desc.compute(m) for m in displaced(atoms, a, c, h)]
             assert len(shifted[0]) == len(shifted[1]) == len(d)
             dx_num = (shifted[0].x - shifted[1].x) / (2 * h)
             dw_num = (shifted[0].weight - shifted[1].weight) / (2 * h)
@@ -281,14 +278,7 @@ def test_strain_derivative_matches_finite_differences(cutoff, width):
     h = 1e-6
     for k in range(3):
         for l in range(3):
-            shifted = []
-            for sign in (1, -1):
-                F = np.eye(3)
-                F[k, l] += sign * h
-                strained = atoms.copy()
-                strained.set_cell(atoms.cell[:] @ F.T, scale_atoms=False)
-                strained.positions = atoms.positions @ F.T
-                shifted.append(desc.compute(strained))
+            shifted = [desc.compute(m) for m in strained(atoms, k, l, h)]
             assert len(shifted[0]) == len(shifted[1]) == len(d)
             num_x = (shifted[0].x - shifted[1].x) / (2 * h)
             num_w = (shifted[0].weight - shifted[1].weight) / (2 * h)

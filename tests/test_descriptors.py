@@ -5,6 +5,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
+from conftest import displaced, strained
 from pargap.descriptors import Distance2b, cutoff_function
 
 
@@ -49,11 +50,7 @@ def test_gradients_match_finite_differences(periodic, rng):
     h = 1e-6
     for a in range(len(atoms)):
         for c in range(3):
-            shifted = []
-            for sign in (1, -1):
-                moved = atoms.copy()
-                moved.positions[a, c] += sign * h
-                shifted.append(desc.compute(moved))
+            shifted = [desc.compute(m) for m in displaced(atoms, a, c, h)]
             # the neighbour enumeration is stable under a tiny displacement
             dx_num = (shifted[0].x - shifted[1].x)[:, 0] / (2 * h)
             dw_num = (shifted[0].weight - shifted[1].weight) / (2 * h)
@@ -91,12 +88,6 @@ def test_strain_derivative_matches_finite_differences():
             analytic_w = np.zeros(len(d))
             np.add.at(analytic_x, d.grad_owner, d.dx_dr[:, k, 0] * d.grad_position[:, l])
             np.add.at(analytic_w, d.grad_owner, d.dw_dr[:, k] * d.grad_position[:, l])
-            shifted = []
-            for sign in (1, -1):
-                eps = np.eye(3)
-                eps[k, l] += sign * h
-                strained = atoms.copy()
-                strained.set_cell(atoms.cell[:] @ eps.T, scale_atoms=True)
-                shifted.append(desc.compute(strained))
+            shifted = [desc.compute(m) for m in strained(atoms, k, l, h)]
             np.testing.assert_allclose(analytic_x, (shifted[0].x - shifted[1].x)[:, 0] / (2 * h), atol=1e-7)
             np.testing.assert_allclose(analytic_w, (shifted[0].weight - shifted[1].weight) / (2 * h), atol=1e-7)

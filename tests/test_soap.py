@@ -15,6 +15,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.io import read
 
+from conftest import displaced, strained
 from pargap.descriptors.soap import (
     Soap,
     equispaced_gauss_basis,
@@ -279,11 +280,7 @@ def test_position_gradients_match_finite_differences(name, species):
     h = 1e-5
     for a in range(len(atoms)):
         for c in range(3):
-            shifted = []
-            for sign in (1, -1):
-                moved = atoms.copy()
-                moved.positions[a, c] += sign * h
-                shifted.append(soap.compute(moved).x)
+            shifted = [soap.compute(m).x for m in displaced(atoms, a, c, h)]
             numeric = (shifted[0] - shifted[1]) / (2 * h)
             np.testing.assert_allclose(_summed_by_atom(d, len(atoms), c)[a], numeric, atol=2e-8)
 
@@ -300,13 +297,7 @@ def test_strain_contraction_matches_finite_differences(name, species):
     h = 1e-6
     for k in range(3):
         for l in range(3):
-            shifted = []
-            for sign in (1, -1):
-                F = np.eye(3)
-                F[k, l] += sign * h
-                strained = atoms.copy()
-                strained.set_cell(atoms.cell[:] @ F.T, scale_atoms=True)
-                shifted.append(soap.compute(strained).x)
+            shifted = [soap.compute(m).x for m in strained(atoms, k, l, h)]
             numeric = (shifted[0] - shifted[1]) / (2 * h)
             np.testing.assert_allclose(virial_like[:, k, l], numeric, atol=2e-8)
 
