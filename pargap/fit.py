@@ -219,18 +219,9 @@ def file_hash(path):
     return h.hexdigest()
 
 
-def fit(settings, comm=None, log=None, timer=None):
-    """Fit the sparse GP(s) described by ``settings`` (FitSettings) on ``comm``'s ranks.
-
-    Returns the Potential on every rank; writing it is :func:`write_potential`'s job."""
-    comm = comm or SerialComm()
-    log = log or Log(comm)
-    timer = timer or PhaseTimer(comm, log)
-    rank, size = comm.Get_rank(), comm.Get_size()
-    seed = settings.rnd_seed
-    if seed < 0:
-        seed = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if rank == 0 else None, root=0)
-
+def build_rows(settings, comm, log, timer, seed):
+    """Phases read, descriptors, sparse points and covariance rows: (models, e0, this rank's rows
+    block (n_p, M+1), data hash)."""
     with timer.phase("read"):
         structures, part = load_structures(comm, settings, log)
         data_hash = on_root(comm, file_hash, settings.at_file)  # of the data as read
@@ -269,9 +260,41 @@ def fit(settings, comm=None, log=None, timer=None):
     with timer.phase("covariance rows"):
         block = collective(comm, covariance_rows, structures, models, e0, settings.at_file,
                            settings.hessian_delta)
-        n_total = comm.allreduce(block.shape[0])
-        M = block.shape[1] - 1
-        log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
+    return models, e0, block, data_hash
+
+
+def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None):
+    """Fit the sparse GP(s) described by ``settings`` (FitSettings) on ``comm``'s ranks.
+
+    checkpoint: a folder where the rows and the models are saved before the solve; restart: a
+    folder with such a checkpoint, made with the same settings, to solve from directly (any
+    number of ranks). Returns the Potential on every rank; writing it is
+    :func:`write_potential`'s job."""
+    from pargap import checkpoint as saved
+
+    comm = comm or SerialComm()
+    log = log or Log(comm)
+    timer = timer or PhaseTimer(comm, log)
+    rank, size = comm.Get_rank(), comm.Get_size()
+    if restart:
+        with timer.phase("restart"):
+            models, e0, seed, block = saved.load(comm, restart, settings)
+            data_hash = on_root(comm, file_hash, settings.at_file)
+        log(f"restarted from {restart}: {sum(m.n_sparse for m in models)} sparse points")
+    else:
+        seed = settings.rnd_seed
+        if seed < 0:
+            seed = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if rank == 0 else None, root=0)
+        models, e0, block, data_hash = build_rows(settings, comm, log, timer, seed)
+    # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
+    settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
+    n_total = comm.allreduce(block.shape[0])
+    M = block.shape[1] - 1
+    log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
+    if checkpoint and not restart:
+        with timer.phase("checkpoint"):
+            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block)
+        log(f"checkpoint written to {checkpoint}")
 
     with timer.phase("solve"):
         def prior_factor():  # K_MM = U^T U, needed on rank 0 only
@@ -306,8 +329,7 @@ def fit(settings, comm=None, log=None, timer=None):
         "condition_estimate": solution.condition,
         "n_rows": int(n_total),
     }
-    # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
-    return Potential(models, e0, dataclasses.replace(settings, rnd_seed=seed).to_toml(), provenance)
+    return Potential(models, e0, settings_toml, provenance)
 
 
 def _block_diagonal(blocks):

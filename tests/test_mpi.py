@@ -114,3 +114,33 @@ def test_a_failure_on_one_rank_ends_every_rank(kind):
     expected = "rank 1: injected failure" if kind == "pargap" else "internal error on rank 1"
     assert expected in run.stderr, run.stderr
     assert "injected bug" in run.stderr or kind == "pargap"
+
+
+def _alpha(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return np.concatenate([f["models"][k]["alpha"][()] for k in sorted(f["models"], key=int)])
+
+
+def test_checkpoint_then_restart_on_other_rank_counts(problem):
+    """A fit on 2 ranks writes its rows with parallel HDF5; restarts on 1 and 3 ranks solve from
+    them and give the uninterrupted fit's coefficients; other settings are refused."""
+    folder, _ = problem
+    ck = folder / "checkpoint"
+    first = mpirun(2, "-m", "pargap.cli.fit", folder / "fit.toml", "--checkpoint", ck,
+                   "--set", f"gp_file='{folder / 'full.h5'}'")
+    assert first.returncode == 0, first.stderr
+    assert (ck / "rows.h5").exists() and (ck / "models.h5").exists()
+    full = _alpha(folder / "full.h5")
+    for ranks in (1, 3):
+        again = mpirun(ranks, "-m", "pargap.cli.fit", folder / "fit.toml", "--restart", ck,
+                       "--set", f"gp_file='{folder / f'restart{ranks}.h5'}'")
+        assert again.returncode == 0, again.stderr
+        assert "restarted from" in again.stdout
+        alpha = _alpha(folder / f"restart{ranks}.h5")
+        assert np.max(np.abs(alpha - full)) / np.max(np.abs(full)) < 1e-10
+    other = mpirun(2, "-m", "pargap.cli.fit", folder / "fit.toml", "--restart", ck, "--set", "sparse_jitter=1e-3",
+                   "--set", f"gp_file='{folder / 'other.h5'}'")
+    assert other.returncode == 1 and "other settings (sparse_jitter)" in other.stderr
+    assert not (folder / "other.h5").exists()

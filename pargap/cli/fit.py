@@ -25,6 +25,10 @@ def parser():
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting (TOML value syntax; e.g. --set sparse_jitter=1e-8 "
                    "--set gap.0.n_sparse=50); repeatable")
+    p.add_argument("--checkpoint", metavar="DIR",
+                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve")
+    p.add_argument("--restart", metavar="DIR",
+                   help="solve from the checkpoint in DIR (same settings; any number of ranks)")
     p.add_argument("--print-config", action="store_true",
                    help="print the settings as TOML and exit without fitting")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -71,7 +75,7 @@ def main(argv=None):
         log = Log(comm, quiet=args.quiet)
         timer = PhaseTimer(comm, log)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
-        potential = fit(settings, comm, log, timer)
+        potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart)
         with timer.phase("write"):
             write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
