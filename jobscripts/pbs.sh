@@ -9,12 +9,14 @@
 #PBS -l select=4:ncpus=64:mpiprocs=64:ompthreads=1:mem=256gb
 #PBS -l walltime=24:00:00
 #PBS -j oe
+#PBS -r y                               # rerunnable: a rerun restarts from the checkpoint
 set -euo pipefail
 cd "$PBS_O_WORKDIR"
 
 PARGAP_HOME=/path/to/pargap          # repository checkout containing .venv (from bin/setup)
 CONFIG=config.toml
-GP_FILE="gap-${PBS_JOBID%%.*}.h5"
+GP_FILE="gap.h5"
+CHECKPOINT="checkpoint"              # rows of the fit, saved before the solve (parallel HDF5)
 NRANKS="$(wc -l <"$PBS_NODEFILE")"   # one line per MPI rank (mpiprocs)
 
 # module load ...                    # site MPI/HDF5 modules, if pargap was pip-installed against them
@@ -23,4 +25,10 @@ source "$PARGAP_HOME/.venv/bin/activate"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export H5PY_ALWAYS_USE_MPI=1         # Debian h5py: always load the MPI build (ignored elsewhere)
 
-mpirun -n "$NRANKS" pargap-fit "$CONFIG" --set "gp_file=$GP_FILE"
+cd "${PBS_O_WORKDIR:-.}"
+# First run: build the rows and save them; a rerun (qrerun, -r y) solves from the saved rows.
+if [[ -f "$CHECKPOINT/rows.h5" ]]; then
+    mpirun -n "$NRANKS" pargap-fit "$CONFIG" --restart "$CHECKPOINT" --set "gp_file=$GP_FILE"
+else
+    mpirun -n "$NRANKS" pargap-fit "$CONFIG" --checkpoint "$CHECKPOINT" --set "gp_file=$GP_FILE"
+fi

@@ -9,11 +9,13 @@
 #                                    # (--dry-run is planned, not yet implemented; estimate meanwhile)
 #SBATCH --time=24:00:00
 #SBATCH --output=%x-%j.out
+#SBATCH --requeue                    # a requeued job restarts from the checkpoint below
 set -euo pipefail
 
 PARGAP_HOME=/path/to/pargap          # repository checkout containing .venv (from bin/setup)
 CONFIG=config.toml
-GP_FILE="gap-${SLURM_JOB_ID}.h5"
+GP_FILE="gap.h5"
+CHECKPOINT="checkpoint"              # rows of the fit, saved before the solve (parallel HDF5)
 NRANKS="${SLURM_NTASKS}"
 
 # module load ...                    # site MPI/HDF5 modules, if pargap was pip-installed against them
@@ -24,4 +26,9 @@ export H5PY_ALWAYS_USE_MPI=1         # Debian h5py: always load the MPI build (i
 
 # srun needs an MPI built with Slurm/PMIx support (maybe `srun --mpi=pmix`);
 # otherwise use: mpirun -n "$NRANKS" pargap-fit ...
-srun -n "$NRANKS" pargap-fit "$CONFIG" --set "gp_file=$GP_FILE"
+# First run: build the rows and save them; after a requeue: solve from the saved rows.
+if [[ -f "$CHECKPOINT/rows.h5" ]]; then
+    srun -n "$NRANKS" pargap-fit "$CONFIG" --restart "$CHECKPOINT" --set "gp_file=$GP_FILE"
+else
+    srun -n "$NRANKS" pargap-fit "$CONFIG" --checkpoint "$CHECKPOINT" --set "gp_file=$GP_FILE"
+fi
