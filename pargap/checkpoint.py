@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pargap.errors import CollectiveError, InputError
+from pargap.errors import CollectiveError, InputError, PargapError
 from pargap.parallel import collective, on_root
 from pargap.potential import Potential
 
@@ -36,26 +36,32 @@ def _open(comm, path, mode):
 def save(comm, folder, models, e0, settings_toml, seed, block):
     """Write the checkpoint of a fit whose rows are this rank's ``block`` (n_p, M+1)."""
     folder = Path(folder)
-    on_root(comm, lambda: folder.mkdir(parents=True, exist_ok=True))
     zero = [type(m)(m.descriptor, m.kernel, m.sparse_x, m.sparse_weight, np.zeros(m.n_sparse), m.gap_index)
             for m in models]
-    on_root(comm, Potential(zero, e0, settings_toml, {"rnd_seed": seed}).save, folder / "models.h5")
+
+    def save_models():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            Potential(zero, e0, settings_toml, {"rnd_seed": seed}).save(folder / "models.h5")
+        except OSError as exc:
+            raise PargapError(f"cannot write the checkpoint in {folder}: {exc}") from None
+
+    on_root(comm, save_models)
     counts = comm.allgather(block.shape[0])
     offset = sum(counts[: comm.Get_rank()])
     tmp = folder / "rows.h5.tmp"
 
     def write():
-        with _open(comm, tmp, "w") as f:
-            rows = f.create_dataset("rows", (sum(counts), block.shape[1]), dtype="f8")
-            for start in range(0, block.shape[0], ROW_CHUNK):
-                stop = min(start + ROW_CHUNK, block.shape[0])
-                rows[offset + start:offset + stop] = np.ascontiguousarray(block[start:stop])
+        try:
+            with _open(comm, tmp, "w") as f:
+                rows = f.create_dataset("rows", (sum(counts), block.shape[1]), dtype="f8")
+                for start in range(0, block.shape[0], ROW_CHUNK):
+                    stop = min(start + ROW_CHUNK, block.shape[0])
+                    rows[offset + start:offset + stop] = np.ascontiguousarray(block[start:stop])
+        except OSError as exc:
+            raise PargapError(f"cannot write the checkpoint {tmp}: {exc}") from None
 
-    try:
-        write()
-    except OSError as exc:
-        raise CollectiveError(f"cannot write the checkpoint {tmp}: {exc}") from None
-    comm.allgather(None)  # every rank has closed the file
+    collective(comm, write)  # every rank has closed the file; a failure on one is raised on all
     on_root(comm, os.replace, tmp, folder / "rows.h5")
 
 
