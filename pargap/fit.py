@@ -11,6 +11,7 @@ import hashlib
 import os
 import platform
 import socket
+import time
 
 import numpy as np
 
@@ -28,19 +29,41 @@ from pargap.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
 from pargap.sparsify import DescriptorPool, select_sparse
 
 
+def structure_cost(atoms, cutoff):
+    """Row-building cost of a structure: its neighbour pairs within the cutoff plus its atoms
+    (descriptor gradients grow with the pairs, force rows with the atoms)."""
+    from pargap.neighbours import neighbour_list
+
+    return len(neighbour_list(atoms, cutoff)[0]) + len(atoms)
+
+
 def load_structures(comm, settings, log, check_sigma=True):
-    """Index the file on rank 0, partition by cost, read and validate this rank's structures."""
+    """Index the file on rank 0, partition, read and validate this rank's structures.
+
+    A first partition by atom counts lets every rank read its share and count neighbour pairs;
+    with more than one rank, the structures are then re-partitioned by that cost and each rank
+    reads the ones it gained (reading is cheap beside the rows)."""
     path = settings.at_file
     index = on_root(comm, scan_frames, path)
-    part = partition_structures(index.n_atoms, comm.Get_rank(), comm.Get_size())
+    rank, size = comm.Get_rank(), comm.Get_size()
+    part = partition_structures(index.n_atoms, rank, size)
+
+    def read(which):
+        atoms = read_frames(index, which)
+        return {i: extract(a, i, settings, path, check_sigma) for a, i in zip(atoms, which)}
+
+    mine = collective(comm, read, part.structures)
+    if size > 1:
+        costs = np.zeros(len(index))
+        for part_costs in comm.allgather({i: structure_cost(s.atoms, settings.cutoff) for i, s in mine.items()}):
+            for i, c in part_costs.items():
+                costs[i] = c
+        part = partition_structures(index.n_atoms, rank, size, costs)
+        gained = [i for i in part.structures if i not in mine]
+        mine.update(collective(comm, read, gained))
     log(f"{len(index)} structures, {sum(index.n_atoms)} atoms in {path}; {part.size} rank(s), "
-        f"row-cost imbalance {100 * part.imbalance:.1f}%")
-
-    def read_local():
-        atoms = read_frames(index, part.structures)
-        return [extract(a, i, settings, path, check_sigma) for a, i in zip(atoms, part.structures)]
-
-    return collective(comm, read_local), part
+        f"cost imbalance {100 * part.imbalance:.1f}%")
+    return [mine[i] for i in part.structures], part
 
 
 def species_order(comm, structures):
@@ -258,8 +281,16 @@ def build_rows(settings, comm, log, timer, seed):
         del pools
 
     with timer.phase("covariance rows"):
-        block = collective(comm, covariance_rows, structures, models, e0, settings.at_file,
-                           settings.hessian_delta)
+        def rows_timed():
+            start = time.perf_counter()
+            rows = covariance_rows(structures, models, e0, settings.at_file, settings.hessian_delta)
+            return rows, time.perf_counter() - start
+
+        block, busy = collective(comm, rows_timed)
+        busy = comm.allgather(busy)
+    if len(busy) > 1:
+        log(f"row building per rank: slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, "
+            f"imbalance {100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%")
     return models, e0, block, data_hash
 
 

@@ -41,9 +41,10 @@ def balanced_partition(costs, size):
     return [sorted(o) for o in owned]
 
 
-def partition_structures(n_atoms, rank, size):
-    """Partition structures by their row-building cost, ~ rows = 3 n_atoms + 7 (energy, virial)."""
-    costs = [3 * n + 7 for n in n_atoms]
+def partition_structures(n_atoms, rank, size, costs=None):
+    """Partition structures by their row-building cost: ``costs`` per structure when known (e.g.
+    neighbour pairs + atoms), else the row count 3 n_atoms + 7 (forces, energy, virial)."""
+    costs = [3 * n + 7 for n in n_atoms] if costs is None else list(costs)
     owned = balanced_partition(costs, size)
     loads = tuple(sum(costs[i] for i in o) for o in owned)
     return Partition(rank, size, tuple(owned[rank]), loads)
