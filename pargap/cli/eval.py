@@ -21,6 +21,8 @@ def parser():
     p.add_argument("potential", help="pargap potential file (HDF5)")
     p.add_argument("data", help="structures with reference energies/forces/virials (extended XYZ or any ASE format)")
     p.add_argument("--json", action="store_true", help="print the errors as JSON instead of a table")
+    p.add_argument("--plot", metavar="DIR", help="write parity plots (energy, forces, virial, coloured by "
+                   "config type) and error histograms as PNG files into DIR")
     for name in ("energy", "force", "virial", "stress", "config_type"):
         p.add_argument(f"--{name.replace('_', '-')}-key", dest=f"{name}_parameter_name", default=None,
                        help=f"key of the {name.replace('_', ' ')} (default: as in the fit)")
@@ -35,9 +37,10 @@ def main(argv=None):
 
     def body():
         from pargap.config import settings_from_dict
-        from pargap.evaluate import error_table, format_table
+        from pargap.errors import PargapError
+        from pargap.evaluate import comparisons, error_table, format_table, parity_plots
         from pargap.fit import load_structures
-        from pargap.parallel import collective
+        from pargap.parallel import collective, on_root
         from pargap.potential import Potential
         from pargap.progress import Log
 
@@ -54,9 +57,21 @@ def main(argv=None):
         potential, settings = collective(comm, load)
         log = Log(comm, quiet=args.json)
         structures, _ = load_structures(comm, settings, log, check_sigma=False)
-        table = error_table(comm, potential, structures, args.data)
+        local = collective(comm, comparisons, potential, structures, args.data)
+        table = error_table(comm, local)
         if comm.Get_rank() == 0:
             print(json.dumps(table, indent=2) if args.json else format_table(table), flush=True)
+        if args.plot:
+            parts = comm.gather(local, root=0)
+
+            def plots():
+                try:
+                    return parity_plots(args.plot, [item for part in parts for item in part])
+                except (ImportError, OSError) as exc:
+                    raise PargapError(f"--plot {args.plot}: {exc}") from None
+
+            for path in on_root(comm, plots):
+                log(f"wrote {path}")
         return 0
 
     return run(body, comm)
