@@ -6,7 +6,6 @@ A partition is a pure function of the costs and the rank count, testable without
 import heapq
 from dataclasses import dataclass
 
-import numpy as np
 
 from pargap.errors import CollectiveError, PargapError
 
@@ -144,15 +143,3 @@ def gather_sorted(comm, items):
         out.extend(part)
     out.sort(key=lambda t: t[0])
     return out
-
-
-def allreduce_array(comm, array, op="sum"):
-    """Elementwise reduction of a numpy array over ranks (deterministic order, via allgather)."""
-    parts = comm.allgather(np.asarray(array))
-    if op == "sum":
-        return np.sum(parts, axis=0)
-    if op == "min":
-        return np.min(parts, axis=0)
-    if op == "max":
-        return np.max(parts, axis=0)
-    raise ValueError(op)

@@ -43,10 +43,6 @@ class Potential:
         self.provenance = dict(provenance or {})
 
     @property
-    def cutoff(self):
-        return max(m.descriptor.cutoff for m in self.models)
-
-    @property
     def alpha(self):
         return np.concatenate([m.alpha for m in self.models])
 

@@ -1,14 +1,10 @@
 """angle_3b: a triplet j-i-k described by its two arm lengths and the opposite side."""
 
 import numpy as np
-from pargap.neighbours import neighbour_list
 
 from pargap.descriptors.base import Descriptors, cutoff_function
-
-
-def _species_match(z, Z):
-    """Mask of atomic numbers z matching Z, 0 meaning any species."""
-    return (Z == 0) | (z == Z)
+from pargap.descriptors.base import species_match as _species_match
+from pargap.neighbours import neighbour_list
 
 
 def ordered_slot_pairs(centre):

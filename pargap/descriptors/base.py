@@ -5,6 +5,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def species_match(z, Z):
+    """Mask of atomic numbers z (array) matching the descriptor species Z, 0 meaning any species."""
+    return (Z == 0) | (z == Z)
+
+
 def cutoff_function(r, cutoff, width):
     """Smooth cutoff f_c(r) and its derivative (gap_fit's ``coordination_function``).
 

@@ -1,9 +1,9 @@
 """distance_2b: the distance r_ij between two atoms of a given species pair."""
 
 import numpy as np
-from pargap.neighbours import neighbour_list
 
-from pargap.descriptors.base import Descriptors, cutoff_function
+from pargap.descriptors.base import Descriptors, cutoff_function, species_match
+from pargap.neighbours import neighbour_list
 
 
 class Distance2b:
@@ -45,11 +45,8 @@ class Distance2b:
 
     def species_match(self, zi, zj):
         """Mask of pairs (zi, zj) of this descriptor's species, in either order."""
-
-        def match(z, Z):
-            return (Z == 0) | (z == Z)
-
-        return (match(zi, self.Z1) & match(zj, self.Z2)) | (match(zi, self.Z2) & match(zj, self.Z1))
+        return (species_match(zi, self.Z1) & species_match(zj, self.Z2)) | (
+            species_match(zi, self.Z2) & species_match(zj, self.Z1))
 
     def compute(self, atoms, gradients=False):
         """Descriptors of one structure (an ase.Atoms)."""

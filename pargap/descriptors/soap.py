@@ -19,16 +19,16 @@ import math
 
 import numpy as np
 import scipy.linalg
+from scipy.special import erf, ive
+
 from pargap.descriptors._soap_kernels import (
     density_coefficients,
     hermite_radial,
     power_spectrum,
     soap_gradients,
 )
-from pargap.neighbours import neighbour_list
-from scipy.special import erf, ive
-
 from pargap.descriptors.base import Descriptors, cutoff_function
+from pargap.neighbours import neighbour_list
 
 
 # --------------------------------------------------------------------------------------------
