@@ -25,6 +25,21 @@ def finite_difference_hessian(atoms, calculator, delta=1e-3):
     return 0.5 * (H + H.T)
 
 
+def directional_curvature(atoms, calculator, eigenvector, delta=0.01):
+    """e . (F(r0 - D e) - F(r0 + D e)) / (2 D) of the calculator's forces, eV/A^2: the functional a
+    Hessian row applies to the GP (pargap.observations.hessian_row), so a baseline ("core")
+    potential's contribution to an eigenvalue is subtracted with the same finite difference D (A)
+    as the fit uses (``hessian_delta``). eigenvector: (n, 3), unit norm. Equals e.H.e + O(D^2)."""
+    e = np.asarray(eigenvector, dtype=float)
+    forces = []
+    for sign in (-1.0, 1.0):
+        moved = atoms.copy()
+        moved.positions = atoms.positions + sign * delta * e
+        moved.calc = calculator
+        forces.append(moved.get_forces())
+    return float(np.sum(e * (forces[0] - forces[1])) / (2.0 * delta))
+
+
 def hessian_data(atoms, calculator, delta=1e-3, n_modes=None):
     """A copy of ``atoms`` labelled with the calculator's energy and Hessian eigenpairs.
 

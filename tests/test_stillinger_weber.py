@@ -93,6 +93,20 @@ def test_hessian_of_the_8_atom_cell_has_3_zero_and_21_positive_eigenvalues():
     np.testing.assert_allclose(sorted(labelled.info[f"hessian{k}"] for k in range(1, 22)), values[3:], rtol=1e-6)
 
 
+def test_directional_curvature_is_the_eigenvalue_to_order_delta_squared():
+    """The functional of a Hessian row, applied to SW along each of its eigenvectors at the
+    minimum, gives the eigenvalue, with an error that falls as D^2 (what a baseline's Hessian
+    contribution is computed with)."""
+    from pargap.hessian import directional_curvature
+
+    labelled = hessian_data(diamond_cell(), StillingerWeber(), delta=1e-3)
+    for k in (1, 7, 13, 19):
+        e, value = labelled.arrays[f"hessian{k}"], labelled.info[f"hessian{k}"]
+        errors = [abs(directional_curvature(diamond_cell(), StillingerWeber(), e, D) - value) for D in (0.04, 0.02)]
+        assert errors[1] < 2e-3 * value
+        assert errors[0] / errors[1] == pytest.approx(4.0, rel=0.1)
+
+
 def test_other_elements_are_refused():
     from ase import Atoms
 
