@@ -10,7 +10,7 @@ component. Prints the largest differences and exits 1 if any exceeds the toleran
 LAMMPS comes from Debian 12 (python3-lammps, liblammps-dev, lammps-data), importable from
 pargap's venv (it sees the system site packages). ``--install`` runs
 ``apt-get install -y python3-lammps liblammps-dev lammps-data`` first when ``import lammps`` fails
-(needs root). The script is not part of the test suite: bin/setup does not install LAMMPS.
+(needs root; ``bench/setup --lammps`` does the same). The script is not part of the test suite: bin/setup does not install LAMMPS.
 """
 
 import argparse
