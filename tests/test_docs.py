@@ -22,8 +22,18 @@ DOCS = ROOT / "docs"
 
 
 def code_blocks(path, language):
-    """The fenced code blocks of one language in a markdown file, in order."""
-    return re.findall(rf"^```{language}\n(.*?)^```", path.read_text(), re.S | re.M)
+    """The fenced code blocks of one language ("" for plain fences) in a markdown file, in order."""
+    blocks, current = [], None
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("```") and current is None:
+            current = [] if line.strip() == "```" + language else False
+        elif line.startswith("```"):
+            if current is not False:
+                blocks.append("".join(current))
+            current = None
+        elif isinstance(current, list):
+            current.append(line)
+    return blocks
 
 
 def commands(path, program):
