@@ -12,7 +12,9 @@ validation structures are :mod:`pargap.evaluate`'s: energy per atom (eV/atom), f
 (eV/A), virial components per atom (eV/atom).
 
 Output folder: ``potential_<n>.h5`` per subset, ``learning_curve.csv`` and ``.json`` (one row
-per subset; the JSON also lists each subset's 0-based structure indices in the training file),
+per subset: n_structures, n_atoms, fraction = n_structures / structures in at_file, then the MAE
+and RMSE of energy, forces and virial; the JSON also lists each subset's 0-based structure indices
+in the training file),
 ``learning_curve.png`` (log-log errors against the number of training structures) and, for a
 held-out fraction, ``validation.xyz``.
 """
@@ -207,6 +209,7 @@ def plot(path, rows):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     from pargap.evaluate import UNITS
 
@@ -218,6 +221,11 @@ def plot(path, rows):
             ax.plot(n, [r[f"{kind}_{stat}"] for r in rows], marker, label=stat.upper())
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # plain numbers at 1, 2, 5 x 10^k
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xticks(n, [str(v) for v in n])  # the subset sizes
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training structures")
         ax.set_ylabel(f"{kind} error ({UNITS[kind]})")
         ax.grid(True, which="both", alpha=0.3)
