@@ -13,6 +13,7 @@ without a description fails tests/test_docs.py, as does a docs/config.md that di
 
 import argparse
 import dataclasses
+import importlib
 import inspect
 import sys
 from pathlib import Path
@@ -131,8 +132,6 @@ def _code(value):
 def _descriptor_default(descriptor, name):
     """Default of keyword ``name`` of a descriptor class (None when it has none)."""
     from pargap.descriptors import DESCRIPTORS
-
-    import importlib
 
     module, cls = DESCRIPTORS[descriptor].split(":")
     param = inspect.signature(getattr(importlib.import_module(module), cls)).parameters.get(name)
