@@ -113,9 +113,10 @@ def test_held_out_fraction_and_usage_errors(lj_job, monkeypatch, capsys):
     capsys.readouterr()
     assert fit_main(["s.toml", "--learning-curve"]) == 1
     assert "needs --validation" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:
-        fit_main(["s.toml", "--validation", "val.xyz"])
-    assert exc.value.code == 2
+    for usage in (["--validation", "val.xyz"], ["--learning-curve", "--validation", "val.xyz", "--restart", "ck"]):
+        with pytest.raises(SystemExit) as exc:
+            fit_main(["s.toml", *usage])
+        assert exc.value.code == 2
 
 
 def test_mpirun_learning_curve_matches_serial(lj_job, monkeypatch):

@@ -58,6 +58,8 @@ def main(argv=None):
     args = parser().parse_args(argv)
     if args.validation is not None and args.learning_curve is None:
         parser().error("--validation is an option of --learning-curve")
+    if args.learning_curve is not None and (args.checkpoint or args.restart):
+        parser().error("--learning-curve runs its own fits: no --checkpoint or --restart")
     if args.print_config:
         # no MPI needed to translate settings
         from pargap.errors import PargapError
