@@ -170,7 +170,8 @@ def learning_curve(settings, comm, log, fractions=DEFAULT_FRACTIONS, validation=
         try:
             potential = fit(sub, comm, log, PhaseTimer(comm, log))
         finally:
-            comm.Barrier()
+            # no barrier: when fit returns or raises on all ranks, every rank is past reading the
+            # file (the collectives after the read saw to that); a rank-local error aborts the job
             if comm.Get_rank() == 0 and os.path.exists(subset_path):
                 os.unlink(subset_path)
         write_potential(comm, potential, sub.gp_file)
