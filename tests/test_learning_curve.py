@@ -132,3 +132,13 @@ def test_mpirun_learning_curve_matches_serial(lj_job, monkeypatch):
     for a, b in zip(serial, parallel):
         for key, value in a.items():
             assert b[key] == pytest.approx(value, rel=1e-5), key  # TSQR vs one QR: rounding
+
+
+def test_failed_subset_fit_is_reported_and_cleaned_up(lj_job, monkeypatch, capsys):
+    """No e0 and no isolated atom: the first fit fails with the fit's own message, exit 1, and no
+    temporary subset file is left."""
+    monkeypatch.chdir(lj_job)
+    (lj_job / "s.toml").write_text(SETTINGS.replace("e0 = 0.0\n", ""))
+    assert fit_main(["s.toml", "--learning-curve", "2", "--validation", "val.xyz", "-q"]) == 1
+    assert "isolated" in capsys.readouterr().err
+    assert not list((lj_job / "lj_learning_curve").glob(".subset*"))
