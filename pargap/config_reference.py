@@ -102,8 +102,9 @@ ALLOWED = {
     "FitSettings.solver": getattr(config, "SOLVERS", ("auto", "tsqr", "serial")),
 }
 
-HOW_TO_FIX = "add a one-line description for {keys} to DESCRIPTIONS in pargap/config_reference.py, " \
-             "then run `python -m pargap.config_reference` to regenerate docs/config.md"
+HOW_TO_FIX = ("add a one-line description for {keys} to DESCRIPTIONS in pargap/config_reference.py (and "
+              "the key to PARGAP_ONLY if gap_fit has no such option, to ALLOWED if it takes a fixed set "
+              "of values), then run `python -m pargap.config_reference` to regenerate docs/config.md")
 
 
 def setting_keys():
