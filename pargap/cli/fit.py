@@ -31,6 +31,11 @@ def parser():
                    help="solve from the checkpoint in DIR (same settings; any number of ranks)")
     p.add_argument("--print-config", action="store_true",
                    help="print the settings as TOML and exit without fitting")
+    p.add_argument("--learning-curve", nargs="?", const="", metavar="FRACTIONS|N",
+                   help="fit on nested subsets (default 0.1,0.2,0.4,0.8,1; N: N sizes doubling up to all) and "
+                   "write errors on --validation against training-set size to <gp_file>_learning_curve/")
+    p.add_argument("--validation", metavar="FILE|FRACTION",
+                   help="for --learning-curve: labelled structures, or a fraction of at_file to hold out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--version", action="version", version=f"pargap {__import__('pargap').__version__}")
     return p
@@ -51,6 +56,10 @@ def settings_from_args(args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    if args.validation is not None and args.learning_curve is None:
+        parser().error("--validation is an option of --learning-curve")
+    if args.learning_curve is not None and (args.checkpoint or args.restart):
+        parser().error("--learning-curve runs its own fits: no --checkpoint or --restart")
     if args.print_config:
         # no MPI needed to translate settings
         from pargap.errors import PargapError
@@ -74,6 +83,10 @@ def main(argv=None):
         settings = collective(comm, settings_from_args, args)
         log = Log(comm, quiet=args.quiet)
         timer = PhaseTimer(comm, log)
+        if args.learning_curve is not None:
+            from pargap.learning_curve import run as learning_curve
+
+            return learning_curve(settings, comm, log, args.learning_curve, args.validation)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
         potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart)
         with timer.phase("write"):
