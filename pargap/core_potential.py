@@ -82,16 +82,16 @@ class CubeDensity:
 
 class CorePotential:
     """Glue/pair baseline. pair: {(Z1, Z2): Spline} (both orders); density: {Z: phi};
-    embedding: {Z: Spline}. kind, text and ip_args keep the source, so the potential file can
-    store it and rebuild the same object (:meth:`from_text`)."""
+    embedding: {Z: Spline}. kind, text, ip_args and source (file name) keep where it came from, so
+    the potential file can store it and rebuild the same object (:meth:`from_text`)."""
 
-    def __init__(self, pair, density=None, embedding=None, kind="pair_table", text="", ip_args=""):
+    def __init__(self, pair, density=None, embedding=None, kind="pair_table", text="", ip_args="", source=None):
         self.pair = dict(pair)
         for (a, b), s in list(self.pair.items()):
             self.pair.setdefault((b, a), s)
         self.density = dict(density or {})
         self.embedding = dict(embedding or {})
-        self.kind, self.text, self.ip_args = kind, text, ip_args
+        self.kind, self.text, self.ip_args, self.source = kind, text, ip_args, source
         cuts = [s.last for s in self.pair.values()] + [d.last for d in self.density.values()]
         self.cutoff = max(cuts, default=0.0)
 
@@ -159,7 +159,7 @@ class CorePotential:
                 raise InputError(f"pair {key}: V must be 0 at the last point (r = {r[-1]}), got {v[-1]}",
                                  file=source)
             pair[key] = Spline(r, v, 2e30, 0.0)
-        return cls(pair, kind="pair_table", text=text, ip_args=ip_args)
+        return cls(pair, kind="pair_table", text=text, ip_args=ip_args, source=source)
 
     @classmethod
     def _from_glue_xml(cls, text, ip_args, source):
@@ -225,7 +225,7 @@ class CorePotential:
                 pair[(z_of_type[t1], z_of_type[t2])] = Spline(r, e, num(el, "y1", 0.0), num(el, "yn", 0.0))
         if not z_of_type:
             raise InputError("<Glue_params> has no per_type_data", file=source)
-        return cls(pair, density, embedding, kind="glue", text=text, ip_args=ip_args)
+        return cls(pair, density, embedding, kind="glue", text=text, ip_args=ip_args, source=source)
 
     # ---- evaluation ----------------------------------------------------------------------------
     def calculate(self, atoms, gradients=True):
@@ -292,4 +292,30 @@ def parse_ip_args(ip_args):
                       "e.g. GAP-18's glue.xml) and 'pair_table' (a tabulated pair potential)")
 
 
-__all__ = ["CorePotential", "Spline", "parse_ip_args"]
+
+
+
+def load_core(settings):
+    """The fit's baseline (CorePotential) from settings.core_param_file/core_ip_args, or None."""
+    if not getattr(settings, "core_ip_args", None):
+        return None
+    return CorePotential.from_file(settings.core_param_file, settings.core_ip_args)
+
+
+def core_targets(core, s, hessian_delta):
+    """A Structure's observations minus the baseline: (energy eV, forces (n, 3) eV/A, virial
+    (3, 3) eV, [(Hessian eigenvalue eV/A^2, eigenvector)]), each None/empty where s has none.
+    The eigenvalue loses e^T H_core e by central differences of core forces (step hessian_delta),
+    the same finite difference as the GP's Hessian rows."""
+    if core is None:
+        return s.energy, s.forces, s.virial, s.hessian
+    c = core.calculate(s.atoms, gradients=s.forces is not None or s.virial is not None)
+    return (
+        None if s.energy is None else s.energy - c["energy"],
+        None if s.forces is None else s.forces - c["forces"],
+        None if s.virial is None else s.virial - c["virial"],
+        [(value - core.hessian_eigenvalue(s.atoms, v, hessian_delta), v) for value, v in s.hessian],
+    )
+
+
+__all__ = ["CorePotential", "Spline", "core_targets", "load_core", "parse_ip_args"]
