@@ -356,7 +356,12 @@ GAPFIT_NO_EFFECT = {"do_copy_atoms_file", "condition_number_norm"}
 the norm of the condition estimate gap_fit prints: pargap always logs its own estimate)."""
 
 # ---- the baseline ("core") potential: gap_fit's core_param_file / core_ip_args ----------------
-GAPFIT_CORE_ALIASES = {"baseline_param_filename": "core_param_file", "baseline_ip_args": "core_ip_args"}
+GAPFIT_ALIASES = {  # gap_fit's long option names (its param_register keys) -> the short ones pargap uses
+    "baseline_param_filename": "core_param_file", "baseline_ip_args": "core_ip_args",
+    "atoms_filename": "at_file", "gap_file": "gp_file", "default_kernel_regularisation": "default_sigma",
+    "config_type_kernel_regularisation": "config_type_sigma", "kernel_regularisation_is_per_atom": "sigma_per_atom",
+    "kernel_regularisation_parameter_name": "sigma_parameter_name", "hessian_displacement": "hessian_delta",
+}
 GAPFIT_CORE_DEFAULT_FILE = "quip_params.xml"  # gap_fit's default core_param_file
 
 
@@ -380,7 +385,8 @@ GAP_STRING_UNSUPPORTED = {
     "only_inter", "theta_file", "theta_fac", "unique_hash_tolerance",
     "unique_descriptor_tolerance", "config_type_n_sparse",
 }
-GAP_STRING_ALIASES = {"soap_exponent": "zeta", "z_center": "Z", "energy_scale": "delta"}
+GAP_STRING_ALIASES = {"soap_exponent": "zeta", "z_center": "Z", "energy_scale": "delta",
+                      "lengthscale_uniform": "theta_uniform"}
 
 
 def _split_top(text, sep=None):
@@ -469,6 +475,8 @@ def parse_gap_string(text):
                 raise ConfigError(f"gap entry {k} ({descriptor}): unknown option '{key}' (did you mean 'theta_uniform'?)")
             key = GAP_STRING_ALIASES.get(low, key)
             inner = _unbrace(value)
+            if low in ("covariance_type", "sparse_method"):  # gap_fit reads these case-insensitively
+                inner = {"gaussian": "ard_se"}.get(inner.lower(), inner.lower())
             entry[key] = [int(z) for z in inner.split()] if low == "species_z" else _parse_scalar(inner)
         entries.append(entry)
     return entries
@@ -480,7 +488,7 @@ def parse_gapfit_args(tokens):
     data = {}
     known = {f.name.lower(): f.name for f in fields(FitSettings)}
     for key, value in _key_values(text, "gap_fit command line").items():
-        low = GAPFIT_CORE_ALIASES.get(key.lower(), key.lower())
+        low = GAPFIT_ALIASES.get(key.lower(), key.lower())
         if low in GAPFIT_UNSUPPORTED:
             raise ConfigError(f"gap_fit option '{key}' is not supported by pargap: {GAPFIT_UNSUPPORTED[low]}")
         if low == "gap":

@@ -305,3 +305,19 @@ def test_fit_with_core_recovers_the_gp_part(tmp_path, rng, glue):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-4)
     plain = fit(settings_from_dict(common), log=QUIET)
     assert abs(plain.predict(held_out)["energy"] - want["energy"]) > 0.1
+
+
+def test_gap_fit_long_option_names_and_case():
+    """gap_fit's own option names (its altkeys are the short ones) and its case-insensitive
+    covariance_type / sparse_method values ('Gaussian' is ard_se) read as the short forms."""
+    s = settings_from_dict(parse_gapfit_args([
+        "atoms_filename=x.xyz", "gap_file=y.h5", "default_kernel_regularisation={0.01 0.1 0.1 0.0}",
+        "config_type_kernel_regularisation={liq:0.003:0.15:0.2:0.0}", "kernel_regularisation_is_per_atom=F",
+        "kernel_regularisation_parameter_name=s", "hessian_displacement=0.02",
+        "gap={distance_2b cutoff=4.0 energy_scale=1 lengthscale_uniform=0.5 covariance_type=Gaussian "
+        "sparse_method=UNIFORM n_sparse=5}"]))
+    assert (s.at_file, s.gp_file, s.default_sigma, s.sigma_per_atom, s.sigma_parameter_name, s.hessian_delta) == (
+        "x.xyz", "y.h5", (0.01, 0.1, 0.1, 0.0), False, "s", 0.02)
+    assert s.config_type_sigma == {"liq": (0.003, 0.15, 0.2, 0.0)}
+    g = s.gap[0]
+    assert (g.covariance_type, g.sparse_method, g.theta_uniform, g.delta) == ("ard_se", "uniform", 0.5, 1.0)
