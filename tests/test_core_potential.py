@@ -321,3 +321,29 @@ def test_gap_fit_long_option_names_and_case():
     assert s.config_type_sigma == {"liq": (0.003, 0.15, 0.2, 0.0)}
     g = s.gap[0]
     assert (g.covariance_type, g.sparse_method, g.theta_uniform, g.delta) == ("ard_se", "uniform", 0.5, 1.0)
+
+
+def test_gap_fit_line_with_pair_table_core_on_two_ranks(tmp_path, rng):
+    """The gap_fit form with a pair-table core under mpirun -n 2: the same coefficients as the
+    serial fit, and the written file carries the core."""
+    import sys
+
+    from conftest import run_job
+
+    core = pair_table_core(tmp_path)
+    gp = random_model(rng, 14, 14, M=8, cutoff=4.0)
+    frames = labelled_frames(rng, Potential([gp], {14: -158.5}, core=core))
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    line = [f"at_file={tmp_path / 'train.xyz'}", f"gp_file={tmp_path / 'mpi.h5'}", "rnd_seed=3",
+            "gap={distance_2b cutoff=4.0 cutoff_transition_width=1.0 delta=1.0 theta_uniform=0.4 "
+            "n_sparse=8 sparse_method=cur_points}", "default_sigma={0.001 0.01 0.01 0.01}", "sparse_jitter=1e-4",
+            f"core_param_file={tmp_path / 'pairs.table'}", "core_ip_args=pair_table"]
+    job = run_job(["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-m", "pargap.cli.fit", "-q", *line],
+                  timeout=120)
+    assert job.returncode == 0, job.stderr
+    serial = fit(settings_from_dict(parse_gapfit_args(line)), log=QUIET)
+    parallel = Potential.load(tmp_path / "mpi.h5")
+    assert parallel.core.kind == "pair_table" and parallel.core.text == (tmp_path / "pairs.table").read_text()
+    np.testing.assert_allclose(parallel.alpha, serial.alpha, rtol=1e-7, atol=1e-9)
+    atoms = frames[2]
+    np.testing.assert_allclose(parallel.predict(atoms)["forces"], serial.predict(atoms)["forces"], atol=1e-8)
