@@ -46,7 +46,7 @@ class Spline:
         self.y = np.asarray(y, dtype=float)[order]
         if len(self.x) < 2 or np.any(np.diff(self.x) <= 0):
             raise ValueError("a spline needs at least two distinct points")
-        bc = tuple((2, 0.0) if abs(s) > NATURAL else (1, float(s)) for s in (yp1, ypn))
+        bc = tuple((2, 0.0) if s > NATURAL else (1, float(s)) for s in (yp1, ypn))
         self._cs = CubicSpline(self.x, self.y, bc_type=bc)
         self.yp1, self.ypn = float(self._cs(self.x[0], 1)), float(self._cs(self.x[-1], 1))
 
@@ -146,7 +146,8 @@ class CorePotential:
                 try:
                     r, v = (float(w) for w in words)
                 except ValueError:
-                    raise InputError(f"line {n}: expected two numbers 'r V', got '{line.strip()}'", file=source) from None
+                    raise InputError(f"line {n}: expected two numbers 'r V', got '{line.strip()}'",
+                                     file=source) from None
                 blocks[current].append((r, v))
         if not blocks:
             raise InputError("no 'pair Z1 Z2' table in the pair-table file", file=source)
@@ -195,6 +196,8 @@ class CorePotential:
             if len(pts) != int(num(element, "num_points")) or len(pts) < 2:
                 raise InputError(f"<{element.tag}>: num_points={element.get('num_points')} but "
                                  f"{len(pts)} points", file=source)
+            if len({x for x, _ in pts}) != len(pts):
+                raise InputError(f"<{element.tag}>: two points at the same {xkey}", file=source)
             return np.array(pts).T
 
         z_of_type, density, embedding = {}, {}, {}
