@@ -17,8 +17,8 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /settings             attrs: the fit's settings as TOML text ("toml")
     /provenance           attrs: date, host, ranks, pargap version, data file hashes
     /core                 only with a baseline potential; attrs: kind ("glue" or "pair_table"),
-                          ip_args (gap_fit's core_ip_args), source (core_param_file as given),
-                          text (the file's full text: QUIP glue XML or the pair table)
+                          ip_args (gap_fit's core_ip_args), source (core_param_file as given)
+    /core/text            string dataset: the core file's full text (QUIP glue XML or pair table)
 """
 
 import json
@@ -116,9 +116,9 @@ class Potential:
                 f.create_group("settings").attrs["toml"] = self.settings
                 if self.core is not None:
                     cg = f.create_group("core")
-                    for key in ("kind", "ip_args", "text"):
-                        cg.attrs[key] = getattr(self.core, key)
+                    cg.attrs["kind"], cg.attrs["ip_args"] = self.core.kind, self.core.ip_args
                     cg.attrs["source"] = self.core.source or ""
+                    cg.create_dataset("text", data=self.core.text)  # a dataset: no 64 kB attribute limit
                 prov = f.create_group("provenance")
                 for key, val in self.provenance.items():
                     prov.attrs[key] = val if isinstance(val, (int, float, str)) else json.dumps(val)
@@ -166,7 +166,8 @@ class Potential:
                 from pargap.core_potential import CorePotential
 
                 a = {k: _plain(v) for k, v in f["core"].attrs.items()}
-                core = CorePotential.from_text(a["kind"], a["text"], a.get("ip_args", ""), a.get("source") or None)
+                text = f["core/text"].asstr()[()]
+                core = CorePotential.from_text(a["kind"], text, a.get("ip_args", ""), a.get("source") or None)
         return cls(models, e0, settings, provenance, core=core)
 
 
