@@ -115,6 +115,28 @@ def test_glue_isolated_atoms_and_si_o_embedding(glue):
         assert got["energies"][0] == 0.0
 
 
+def test_glue_on_si_tiny_frames(glue):
+    """Si_tiny (GAP-18 data): the isolated atom has zero core energy and force (so e0 is its DFT
+    energy), and a compressed crystal's core energy is 1/2 sum over its pairs of V(r), with the
+    pairs from ASE's neighbour list and V the independent spline of the XML table."""
+    from ase.neighborlist import neighbor_list
+
+    frames = ase.io.read(GLUE.parent / "Si_tiny.xyz", ":")
+    isolated = next(a for a in frames if a.info.get("config_type") == "isolated_atom")
+    out = glue.calculate(isolated)
+    assert out["energy"] == 0.0 and np.all(out["forces"] == 0.0)
+    V = reference_spline(PAIR_R, PAIR_E, slope_first=None, slope_last=0.0)
+    checked = 0
+    for atoms in frames:
+        d = neighbor_list("d", atoms, 2.5)
+        if len(d) == 0:
+            continue
+        expected = 0.5 * sum(V(r) for r in d)
+        assert glue.calculate(atoms, gradients=False)["energy"] == pytest.approx(expected, rel=1e-10, abs=1e-12)
+        checked += expected > 1e-3
+    assert checked >= 5  # the core matters for several frames
+
+
 def si_o_crystal(rng):
     atoms = bulk("Si", "diamond", a=4.3, cubic=True)
     atoms.numbers[[1, 6]] = 8
