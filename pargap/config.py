@@ -355,13 +355,14 @@ GAPFIT_NO_EFFECT = {"do_copy_atoms_file", "condition_number_norm"}
 """gap_fit options accepted and without effect on the coefficients (gap_fit's XML copy of the data;
 the norm of the condition estimate gap_fit prints: pargap always logs its own estimate)."""
 
-# ---- the baseline ("core") potential: gap_fit's core_param_file / core_ip_args ----------------
 GAPFIT_ALIASES = {  # gap_fit's long option names (its param_register keys) -> the short ones pargap uses
     "baseline_param_filename": "core_param_file", "baseline_ip_args": "core_ip_args",
     "atoms_filename": "at_file", "gap_file": "gp_file", "default_kernel_regularisation": "default_sigma",
     "config_type_kernel_regularisation": "config_type_sigma", "kernel_regularisation_is_per_atom": "sigma_per_atom",
     "kernel_regularisation_parameter_name": "sigma_parameter_name", "hessian_displacement": "hessian_delta",
 }
+
+# ---- the baseline ("core") potential: gap_fit's core_param_file / core_ip_args ----------------
 GAPFIT_CORE_DEFAULT_FILE = "quip_params.xml"  # gap_fit's default core_param_file
 
 
