@@ -155,6 +155,8 @@ class FitSettings:
     solver: str = "auto"
     do_copy_at_file: bool = True
     sparse_separate_file: bool = True
+    core_param_file: str | None = None  # baseline potential (pargap.core_potential), gap_fit's names
+    core_ip_args: str | None = None
 
     def __post_init__(self):
         if not self.gap:
@@ -174,6 +176,7 @@ class FitSettings:
             raise ConfigError(f"hessian_delta must be positive, got {self.hessian_delta}")
         if not self.sparse_jitter >= 0:
             raise ConfigError(f"sparse_jitter must be >= 0, got {self.sparse_jitter}")
+        _check_core(self)
 
     @property
     def cutoff(self):
@@ -339,8 +342,6 @@ def apply_overrides(data, overrides):
 # ---- gap_fit command line ---------------------------------------------------------------------
 
 GAPFIT_UNSUPPORTED = {
-    "core_param_file": "a core (baseline) potential is not supported yet",
-    "core_ip_args": "a core (baseline) potential is not supported yet",
     "linear_system_dump_file": "linear-system dumps are not supported",
     "template_file": "template files are not supported",
     "config_type_n_sparse": "per-config-type sparse selection is not supported yet",
@@ -354,12 +355,39 @@ GAPFIT_NO_EFFECT = {"do_copy_atoms_file", "condition_number_norm"}
 """gap_fit options accepted and without effect on the coefficients (gap_fit's XML copy of the data;
 the norm of the condition estimate gap_fit prints: pargap always logs its own estimate)."""
 
+GAPFIT_ALIASES = {  # gap_fit's long option names (its param_register keys) -> the short ones pargap uses
+    "baseline_param_filename": "core_param_file", "baseline_ip_args": "core_ip_args",
+    "atoms_filename": "at_file", "gap_file": "gp_file", "default_kernel_regularisation": "default_sigma",
+    "config_type_kernel_regularisation": "config_type_sigma", "kernel_regularisation_is_per_atom": "sigma_per_atom",
+    "kernel_regularisation_parameter_name": "sigma_parameter_name", "hessian_displacement": "hessian_delta",
+}
+
+# ---- the baseline ("core") potential: gap_fit's core_param_file / core_ip_args ----------------
+GAPFIT_CORE_DEFAULT_FILE = "quip_params.xml"  # gap_fit's default core_param_file
+
+
+def _check_core(settings):
+    """core_ip_args switches the baseline on (as in gap_fit; its file defaults to quip_params.xml);
+    a core_param_file alone, which gap_fit would silently ignore, is an error."""
+    if settings.core_ip_args is None:
+        if settings.core_param_file is not None:
+            raise ConfigError("core_param_file is set but core_ip_args is not: give core_ip_args "
+                              "('IP Glue' or 'pair_table') to use the baseline potential")
+        return
+    from pargap.core_potential import parse_ip_args
+
+    parse_ip_args(settings.core_ip_args)
+    if settings.core_param_file is None:
+        object.__setattr__(settings, "core_param_file", GAPFIT_CORE_DEFAULT_FILE)
+
+
 GAP_STRING_UNSUPPORTED = {
     "exponents", "n_exponents", "tail_range", "tail_exponent", "resid_name", "only_intra",
     "only_inter", "theta_file", "theta_fac", "unique_hash_tolerance",
     "unique_descriptor_tolerance", "config_type_n_sparse",
 }
-GAP_STRING_ALIASES = {"soap_exponent": "zeta", "z_center": "Z", "energy_scale": "delta"}
+GAP_STRING_ALIASES = {"soap_exponent": "zeta", "z_center": "Z", "energy_scale": "delta",
+                      "lengthscale_uniform": "theta_uniform"}
 
 
 def _split_top(text, sep=None):
@@ -448,6 +476,8 @@ def parse_gap_string(text):
                 raise ConfigError(f"gap entry {k} ({descriptor}): unknown option '{key}' (did you mean 'theta_uniform'?)")
             key = GAP_STRING_ALIASES.get(low, key)
             inner = _unbrace(value)
+            if low in ("covariance_type", "sparse_method"):  # gap_fit reads these case-insensitively
+                inner = {"gaussian": "ard_se"}.get(inner.lower(), inner.lower())
             entry[key] = [int(z) for z in inner.split()] if low == "species_z" else _parse_scalar(inner)
         entries.append(entry)
     return entries
@@ -459,7 +489,7 @@ def parse_gapfit_args(tokens):
     data = {}
     known = {f.name.lower(): f.name for f in fields(FitSettings)}
     for key, value in _key_values(text, "gap_fit command line").items():
-        low = key.lower()
+        low = GAPFIT_ALIASES.get(key.lower(), key.lower())
         if low in GAPFIT_UNSUPPORTED:
             raise ConfigError(f"gap_fit option '{key}' is not supported by pargap: {GAPFIT_UNSUPPORTED[low]}")
         if low == "gap":

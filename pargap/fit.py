@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from pargap import __version__
+from pargap.core_potential import core_targets, load_core
 from pargap.data import extract, is_isolated_atom, read_frames, scan_frames
 from pargap.descriptors import make_descriptor
 from pargap.errors import ConfigError, InputError, PargapError
@@ -79,8 +80,12 @@ def species_order(comm, structures):
     return [z for z, _ in sorted(merged.items(), key=lambda t: t[1])]
 
 
-def compute_e0(comm, settings, structures, species):
-    """{Z: e0 in eV} by explicit values, isolated atoms or the average energy per atom, plus e0_offset."""
+def compute_e0(comm, settings, structures, species, core=None):
+    """{Z: e0 in eV} by explicit values, isolated atoms or the average energy per atom, plus e0_offset.
+    Energies are taken minus the baseline (core) potential's, as gap_fit does."""
+    def energy(s):
+        return s.energy - (core.calculate(s.atoms, gradients=False)["energy"] if core else 0.0)
+
     from ase.data import atomic_numbers, chemical_symbols
 
     e0 = settings.e0
@@ -101,7 +106,7 @@ def compute_e0(comm, settings, structures, species):
         values = {z: float(e0) for z in species}
     elif settings.e0_method == "isolated":
         found = gather_sorted(comm, [
-            (s.index, int(s.atoms.numbers[0]), s.energy) for s in structures
+            (s.index, int(s.atoms.numbers[0]), energy(s)) for s in structures
             if s.energy is not None and is_isolated_atom(s.atoms, settings.cutoff)
         ])
         values = {}
@@ -121,7 +126,7 @@ def compute_e0(comm, settings, structures, species):
                 file=settings.at_file, structure=first, key="e0",
             )
     else:
-        per = gather_sorted(comm, [(s.index, s.energy, s.n_atoms) for s in structures if s.energy is not None])
+        per = gather_sorted(comm, [(s.index, energy(s), s.n_atoms) for s in structures if s.energy is not None])
         if not per:
             raise InputError("e0_method=average needs energies, and no structure has one", file=settings.at_file)
         mean = sum(e / n for _, e, n in per) / len(per)  # mean over frames of E/N, as gap_fit
@@ -184,12 +189,13 @@ def descriptor_pools(structures, expanded):
     return pools
 
 
-def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01):
+def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None):
     """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
     the QR factorises it in place.
 
     Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV); Hessian
-    eigenvalues (eV/A^2) by central differences of force rows with displacement hessian_delta."""
+    eigenvalues (eV/A^2) by central differences of force rows with displacement hessian_delta;
+    all minus the baseline potential ``core`` (CorePotential or None)."""
     n_rows = sum(s.n_rows for s in structures)
     M = sum(m.n_sparse for m in models)
     block = np.empty((n_rows, M + 1), order="F")
@@ -198,22 +204,23 @@ def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01):
     for s in structures:
         first = row
         rows = model_rows(s.atoms, models, gradients=s.forces is not None or s.virial is not None)
+        energy, forces, virial, hessian = core_targets(core, s, hessian_delta)
         if s.energy is not None:
             baseline = sum(e0[int(z)] for z in s.atoms.numbers)
             A[row] = rows.energy / s.sigma_energy
-            b[row] = (s.energy - baseline) / s.sigma_energy
+            b[row] = (energy - baseline) / s.sigma_energy
             row += 1
         if s.forces is not None:
             n = 3 * s.n_atoms
             A[row:row + n] = (rows.forces / s.sigma_forces[:, :, None]).reshape(n, M)
-            b[row:row + n] = (s.forces / s.sigma_forces).ravel()
+            b[row:row + n] = (forces / s.sigma_forces).ravel()
             row += n
         if s.virial is not None:
             for k, l in VIRIAL_COMPONENTS:
                 A[row] = rows.virial[k, l] / s.sigma_virial[k, l]
-                b[row] = s.virial[k, l] / s.sigma_virial[k, l]
+                b[row] = virial[k, l] / s.sigma_virial[k, l]
                 row += 1
-        for eigenvalue, eigenvector in s.hessian:
+        for eigenvalue, eigenvector in hessian:
             A[row] = hessian_row(s.atoms, models, eigenvector, hessian_delta) / s.sigma_hessian
             b[row] = eigenvalue / s.sigma_hessian
             row += 1
@@ -242,14 +249,14 @@ def file_hash(path):
     return h.hexdigest()
 
 
-def build_rows(settings, comm, log, timer, seed):
+def build_rows(settings, comm, log, timer, seed, core=None):
     """Phases read, descriptors, sparse points and covariance rows: (models, e0, this rank's rows
     block (n_p, M+1), data hash)."""
     with timer.phase("read"):
         structures, part = load_structures(comm, settings, log)
         data_hash = on_root(comm, file_hash, settings.at_file)  # of the data as read
         species = species_order(comm, structures)
-        e0 = collective(comm, compute_e0, comm, settings, structures, species)
+        e0 = collective(comm, compute_e0, comm, settings, structures, species, core)
         counts = comm.allreduce(np.array([
             sum(s.energy is not None for s in structures),
             sum(3 * s.n_atoms for s in structures if s.forces is not None),
@@ -283,7 +290,7 @@ def build_rows(settings, comm, log, timer, seed):
     with timer.phase("covariance rows"):
         def rows_timed():
             start = time.perf_counter()
-            rows = covariance_rows(structures, models, e0, settings.at_file, settings.hessian_delta)
+            rows = covariance_rows(structures, models, e0, settings.at_file, settings.hessian_delta, core)
             return rows, time.perf_counter() - start
 
         block, busy = collective(comm, rows_timed)
@@ -307,6 +314,10 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     log = log or Log(comm)
     timer = timer or PhaseTimer(comm, log)
     rank, size = comm.Get_rank(), comm.Get_size()
+    core = collective(comm, load_core, settings)
+    if core is not None:
+        log(f"baseline potential: {settings.core_ip_args} from {settings.core_param_file} "
+            f"(cutoff {core.cutoff:.3f} A), subtracted from the targets")
     if restart:
         with timer.phase("restart"):
             models, e0, seed, block = saved.load(comm, restart, settings)
@@ -316,7 +327,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         seed = settings.rnd_seed
         if seed < 0:
             seed = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if rank == 0 else None, root=0)
-        models, e0, block, data_hash = build_rows(settings, comm, log, timer, seed)
+        models, e0, block, data_hash = build_rows(settings, comm, log, timer, seed, core)
     # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
     n_total = comm.allreduce(block.shape[0])
@@ -360,7 +371,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         "condition_estimate": solution.condition,
         "n_rows": int(n_total),
     }
-    return Potential(models, e0, settings_toml, provenance)
+    return Potential(models, e0, settings_toml, provenance, core=core)
 
 
 def _block_diagonal(blocks):

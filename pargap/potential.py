@@ -1,6 +1,8 @@
 """A fitted GAP: models, coefficients and e0; prediction and the HDF5 file format.
 
-    E = sum_a e0(Z_a) + sum_models sum_i sum_m alpha_m w(x_i) k(x_i, s_m) w_m
+    E = sum_a e0(Z_a) + E_core + sum_models sum_i sum_m alpha_m w(x_i) k(x_i, s_m) w_m
+
+(E_core: the optional baseline potential, :mod:`pargap.core_potential`).
 
 HDF5 layout (one file per potential, readable with plain h5py):
 
@@ -14,6 +16,9 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /models/<k>/sparse_weight (M,)   cutoff weights of the sparse points (gap_fit's sparseCutoff)
     /settings             attrs: the fit's settings as TOML text ("toml")
     /provenance           attrs: date, host, ranks, pargap version, data file hashes
+    /core                 only with a baseline potential; attrs: kind ("glue" or "pair_table"),
+                          ip_args (gap_fit's core_ip_args), source (core_param_file as given)
+    /core/text            string dataset: the core file's full text (QUIP glue XML or pair table)
 """
 
 import json
@@ -34,9 +39,11 @@ FORMAT_VERSION = 1
 
 
 class Potential:
-    """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict."""
+    """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict;
+    core: the baseline :class:`~pargap.core_potential.CorePotential` or None."""
 
-    def __init__(self, models, e0, settings="", provenance=None):
+    def __init__(self, models, e0, settings="", provenance=None, core=None):
+        self.core = core
         self.models = list(models)
         self.e0 = {int(z): float(v) for z, v in e0.items()}
         self.settings = settings
@@ -69,6 +76,9 @@ class Potential:
             out["forces"] = rows.forces @ alpha
             virial = rows.virial @ alpha
             out["virial"] = 0.5 * (virial + virial.T)
+        if self.core is not None:
+            for key, value in self.core.calculate(atoms, gradients).items():
+                out[key] = out[key] + value
         return out
 
     # ---- HDF5 ---------------------------------------------------------------------------------
@@ -104,6 +114,11 @@ class Potential:
                     mg.create_dataset("sparse_x", data=np.asarray(m.sparse_x, dtype=float))
                     mg.create_dataset("sparse_weight", data=np.asarray(m.sparse_weight, dtype=float))
                 f.create_group("settings").attrs["toml"] = self.settings
+                if self.core is not None:
+                    cg = f.create_group("core")
+                    cg.attrs["kind"], cg.attrs["ip_args"] = self.core.kind, self.core.ip_args
+                    cg.attrs["source"] = self.core.source or ""
+                    cg.create_dataset("text", data=self.core.text)  # a dataset: no 64 kB attribute limit
                 prov = f.create_group("provenance")
                 for key, val in self.provenance.items():
                     prov.attrs[key] = val if isinstance(val, (int, float, str)) else json.dumps(val)
@@ -146,7 +161,14 @@ class Potential:
                 )
             settings = f["settings"].attrs.get("toml", "")
             provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
-        return cls(models, e0, settings, provenance)
+            core = None
+            if "core" in f:
+                from pargap.core_potential import CorePotential
+
+                a = {k: _plain(v) for k, v in f["core"].attrs.items()}
+                text = f["core/text"].asstr()[()]
+                core = CorePotential.from_text(a["kind"], text, a.get("ip_args", ""), a.get("source") or None)
+        return cls(models, e0, settings, provenance, core=core)
 
 
 def _plain(value):
