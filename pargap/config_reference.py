@@ -48,6 +48,11 @@ DESCRIPTIONS = {
                                         "`virial_sigma`, `hessian_sigma`, per-atom `force_atom_sigma`, "
                                         "`force_component_sigma`, and `virial_component_sigma`",
     "FitSettings.sparse_jitter": "added to the diagonal of K_MM (eV^2), as gap_fit",
+    "FitSettings.core_ip_args": "core (baseline) potential: `IP Glue` (QUIP glue XML) or `IP pair_table` (pargap's "
+                                "tabulated pair file); its energy, forces, virial and Hessian are subtracted from the "
+                                "targets and added back on prediction",
+    "FitSettings.core_param_file": "the core potential's parameter file (gap_fit's default `quip_params.xml`); "
+                                   "needs core_ip_args",
     "FitSettings.hessian_delta": "displacement (A) of the central difference that turns force rows into "
                                  "Hessian-eigenvalue rows",
     "FitSettings.rnd_seed": "seed of the sparse point selection; -1: drawn on rank 0 and recorded in the potential",
