@@ -12,6 +12,8 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /models/<k>/alpha         (M,)   coefficients
     /models/<k>/sparse_x      (M, D) sparse descriptors
     /models/<k>/sparse_weight (M,)   cutoff weights of the sparse points (gap_fit's sparseCutoff)
+    /charge_models/<k>    charge models (pargap.charges; alpha in 1/e), same layout as /models/<k>;
+                          absent when the potential has none
     /settings             attrs: the fit's settings as TOML text ("toml")
     /provenance           attrs: date, host, ranks, pargap version, data file hashes
 """
@@ -34,10 +36,12 @@ FORMAT_VERSION = 1
 
 
 class Potential:
-    """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict."""
+    """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict;
+    charge_models: fitted charge models (:mod:`pargap.charges`), possibly with no energy model."""
 
-    def __init__(self, models, e0, settings="", provenance=None):
+    def __init__(self, models, e0, settings="", provenance=None, charge_models=()):
         self.models = list(models)
+        self.charge_models = list(charge_models)
         self.e0 = {int(z): float(v) for z, v in e0.items()}
         self.settings = settings
         self.provenance = dict(provenance or {})
@@ -103,6 +107,8 @@ class Potential:
                     mg.create_dataset("alpha", data=np.asarray(m.alpha, dtype=float))
                     mg.create_dataset("sparse_x", data=np.asarray(m.sparse_x, dtype=float))
                     mg.create_dataset("sparse_weight", data=np.asarray(m.sparse_weight, dtype=float))
+                if self.charge_models:
+                    _write_models(f.create_group("charge_models"), self.charge_models)
                 f.create_group("settings").attrs["toml"] = self.settings
                 prov = f.create_group("provenance")
                 for key, val in self.provenance.items():
@@ -144,9 +150,40 @@ class Potential:
                     Model(descriptor, kernel, mg["sparse_x"][()], mg["sparse_weight"][()],
                           mg["alpha"][()], int(mg.attrs["gap_index"]))
                 )
+            charge_models = _read_models(f["charge_models"]) if "charge_models" in f else []
             settings = f["settings"].attrs.get("toml", "")
             provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
-        return cls(models, e0, settings, provenance)
+        return cls(models, e0, settings, provenance, charge_models)
+
+
+def _write_models(group, models):
+    """Models as subgroups 0, 1, ... of an HDF5 group, in the layout of /models/<k>."""
+    for k, m in enumerate(models):
+        mg = group.create_group(str(k))
+        mg.attrs["descriptor"] = m.descriptor.name
+        mg.attrs["kernel"] = m.kernel.name
+        mg.attrs["gap_index"] = m.gap_index
+        for key, val in m.descriptor.params().items():
+            mg.attrs[f"descriptor.{key}"] = val
+        for key, val in m.kernel.params().items():
+            mg.attrs[f"kernel.{key}"] = val
+        mg.create_dataset("alpha", data=np.asarray(m.alpha, dtype=float))
+        mg.create_dataset("sparse_x", data=np.asarray(m.sparse_x, dtype=float))
+        mg.create_dataset("sparse_weight", data=np.asarray(m.sparse_weight, dtype=float))
+
+
+def _read_models(group):
+    """The models written by :func:`_write_models`, in order."""
+    models = []
+    for k in sorted(group, key=int):
+        mg = group[k]
+        dparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("descriptor.")}
+        kparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("kernel.")}
+        descriptor = make_descriptor(mg.attrs["descriptor"], **dparams)
+        kernel = make_kernel(mg.attrs["kernel"], dimension=descriptor.dimension, **kparams)
+        models.append(Model(descriptor, kernel, mg["sparse_x"][()], mg["sparse_weight"][()],
+                            mg["alpha"][()], int(mg.attrs["gap_index"])))
+    return models
 
 
 def _plain(value):
