@@ -15,10 +15,12 @@ class GAPCalculator(Calculator):
     Voigt order xx yy zz yz xz xy, ASE sign: stress = -virial / volume; periodic cells only);
     charges (e) for a potential with charge models (:mod:`pargap.charges`), and
     :meth:`get_electrostatic_potential` (V). A potential with charge models only has no energy.
+    Parameter total_charge (e, default None): if set, the predicted charges sum to it exactly
+    (see :func:`pargap.charges.predict_charges`), e.g. ``GAPCalculator("q.h5", total_charge=0)``.
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges"]
-    default_parameters = {}
+    default_parameters = {"total_charge": None}
 
     def __init__(self, potential, **kwargs):
         super().__init__(**kwargs)
@@ -30,7 +32,8 @@ class GAPCalculator(Calculator):
             from pargap.charges import predict_charges
 
             self.potential.baseline_energy(self.atoms.numbers)  # raises for unknown species
-            self.results["charges"] = predict_charges(self.atoms, self.potential.charge_models)
+            self.results["charges"] = predict_charges(self.atoms, self.potential.charge_models,
+                                                      self.parameters.get("total_charge"))
         elif "charges" in properties:
             raise PropertyNotImplementedError("charges need a potential with a charge model (charge_gap)")
         if not self.potential.models:

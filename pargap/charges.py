@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pargap.errors import InputError
+from pargap.errors import InputError, PargapError
 
 COULOMB = 14.399645
 """e / (4 pi eps0 Angstrom) in volts: the ESP (V) of one elementary charge at 1 Angstrom."""
@@ -119,11 +119,40 @@ def charge_rows(atoms, models):
     return model_rows(atoms, models, gradients=False).local
 
 
-def predict_charges(atoms, models):
-    """Atomic charges (n,) in e from fitted charge models (an empty list gives zeros)."""
+def predict_charges(atoms, models, total_charge=None):
+    """Atomic charges (n,) in e from fitted charge models (an empty list gives zeros).
+
+    total_charge (e): if given, the charges are made to sum to it exactly by conditioning the
+    GP prior of the charges on their sum: q <- q + C 1 (Q - 1.q) / (1.C.1), with C the prior
+    covariance of the atomic charges (:func:`charge_prior_covariance`). The excess is thus shared
+    out in proportion to each atom's prior covariance with the total: among atoms of one species
+    alike, more to species with more (and more similar) atoms, none across species models. The
+    fit's own total-charge rows hold the training structures to their totals; this is for
+    molecules unlike the training ones, where nothing else conserves the charge."""
     if not models:
         return np.zeros(len(atoms))
-    return charge_rows(atoms, models) @ np.concatenate([m.alpha for m in models])
+    q = charge_rows(atoms, models) @ np.concatenate([m.alpha for m in models])
+    if total_charge is None:
+        return q
+    c = charge_prior_covariance(atoms, models).sum(1)
+    if not c.sum() > 0:
+        raise PargapError("cannot impose the total charge: the charge models' prior covariance is zero here")
+    return q + c * (float(total_charge) - q.sum()) / c.sum()
+
+
+def charge_prior_covariance(atoms, models):
+    """Prior covariance of the atomic charges, (n, n) in e^2:
+    cov(q_a, q_b) = sum_models sum_{i on a, j on b} w_i k(x_i, x_j) w_j (descriptors i centred on a)."""
+    n = len(atoms)
+    C = np.zeros((n, n))
+    for m in models:
+        d = m.descriptor.compute(atoms, gradients=False)
+        if len(d) == 0:
+            continue
+        P = np.zeros((n, len(d)))
+        P[d.centre, np.arange(len(d))] = d.weight
+        C += P @ m.kernel(d.x) @ P.T
+    return C
 
 
 def charge_covariance_rows(structures, models, file=None):

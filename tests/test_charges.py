@@ -260,3 +260,25 @@ def test_charge_fit_without_esp_data_is_an_error(tmp_path, rng):
     body = SOAP + 'covariance_type = "dot_product"\nzeta = 2\ndelta = 0.5\nn_sparse = 2\nsparse_method = "random"\n'
     with pytest.raises(PargapError, match="no structure has ESP data"):
         quiet_fit(load_toml(write_fit(tmp_path, frames, body)))
+
+
+def test_total_charge_imposed_at_prediction(tmp_path, rng):
+    """predict_charges(total_charge=Q) sums to Q exactly, changes nothing when the charges already
+    sum to Q, and keeps symmetry-equivalent atoms equal (acetone's two methyl groups)."""
+    frames = fixed_charge_frames(rng, n=4)
+    for a in frames:
+        a.info["esp_values"] = a.info["esp_values"] + 0.3  # not a neutral set of charges
+    body = SOAP + 'covariance_type = "dot_product"\nzeta = 2\ndelta = 0.5\nn_sparse = 4\nsparse_method = "random"\n'
+    potential = quiet_fit(load_toml(write_fit(tmp_path, frames, body, total_charge_sigma=10.0)))
+    acetone = molecule("CH3COCH3")  # C2v: atoms 2, 3 (methyl C) alike, and 4, 5 and 6-9 (H)
+    q = predict_charges(acetone, potential.charge_models)
+    assert abs(q.sum()) > 0.05  # premise: not neutral by itself
+    neutral = predict_charges(acetone, potential.charge_models, total_charge=0.0)
+    assert abs(neutral.sum()) < 1e-12
+    assert abs(neutral - q).max() > 0.01
+    np.testing.assert_allclose(neutral[2], neutral[3], atol=1e-12)
+    np.testing.assert_allclose(neutral[6:], neutral[6], atol=1e-12)
+    same = predict_charges(acetone, potential.charge_models, total_charge=q.sum())
+    np.testing.assert_allclose(same, q, atol=1e-14)
+    acetone.calc = GAPCalculator(potential, total_charge=0.0)
+    np.testing.assert_allclose(acetone.get_charges(), neutral, atol=1e-14)
