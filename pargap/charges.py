@@ -230,9 +230,9 @@ def fit_charge_models(settings, comm, log, timer, seed, structures=None):
                          f"'{settings.esp_points_parameter_name}', '{settings.esp_parameter_name}', "
                          f"'{settings.total_charge_parameter_name}')", file=settings.at_file,
                          key=settings.esp_parameter_name)
-    species = species_order(comm, structures)
-    expanded = expand_charge_models(settings, species)
     charged = [s for s in structures if s.charges is not None]
+    species = species_order(comm, charged)  # the species of the charge data, in file order
+    expanded = expand_charge_models(settings, species)
     with timer.phase("charges: sparse points"):
         pools = descriptor_pools(charged, expanded)
         models = []

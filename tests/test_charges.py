@@ -79,7 +79,7 @@ def test_esp_rows_equal_direct_coulomb_sum(tmp_path, rng):
     frames = fixed_charge_frames(rng, n=2)
     frames[1].info["esp_sigma"] = 0.02  # a per-structure override
     path = write_fit(tmp_path, frames, SOAP + 'covariance_type = "dot_product"\nzeta = 2\ndelta = 0.5\n'
-                     'n_sparse = 3\nsparse_method = "random"\n', esp_sigma=0.005, total_charge_sigma=0.001)
+                     'n_sparse = 2\nsparse_method = "random"\n', esp_sigma=0.005, total_charge_sigma=0.001)
     settings = load_toml(path)
     potential = quiet_fit(settings)
     models = potential.charge_models
@@ -113,7 +113,7 @@ def test_total_charge_conserved_to_its_sigma(tmp_path, rng, sigma):
     predicted total to within sigma of the stated one; a loose one (sigma = 10 e) lets the ESP
     win, so the row is what conserves the charge."""
     frames = fixed_charge_frames(rng, n=4, offset=-0.1)
-    body = SOAP + 'covariance_type = "dot_product"\nzeta = 2\ndelta = 1.0\nn_sparse = 6\nsparse_method = "cur_points"\n'
+    body = SOAP + 'covariance_type = "dot_product"\nzeta = 2\ndelta = 1.0\nn_sparse = 4\nsparse_method = "cur_points"\n'
     deviations = {}
     for s in (sigma, 10.0):
         potential = quiet_fit(load_toml(write_fit(tmp_path, frames, body, esp_sigma=1.0, total_charge_sigma=s)))
