@@ -26,7 +26,7 @@ import numpy as np
 
 from pargap import __version__
 from pargap.descriptors import make_descriptor
-from pargap.errors import InputError
+from pargap.errors import InputError, PargapError
 from pargap.kernels import make_kernel
 from pargap.model import Model
 from pargap.observations import model_rows
@@ -62,6 +62,8 @@ class Potential:
     def predict(self, atoms, gradients=True):
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
         self.baseline_energy(atoms.numbers)  # raises for unknown species, before any work
+        if not self.models:
+            raise PargapError("this potential has charge models only (pargap.charges): no energy to predict")
         rows = model_rows(atoms, self.models, gradients=gradients)
         alpha = self.alpha
         e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
