@@ -282,3 +282,22 @@ def test_total_charge_imposed_at_prediction(tmp_path, rng):
     np.testing.assert_allclose(same, q, atol=1e-14)
     acetone.calc = GAPCalculator(potential, total_charge=0.0)
     np.testing.assert_allclose(acetone.get_charges(), neutral, atol=1e-14)
+
+
+def test_esp_only_fit_from_a_gapfit_command_line(tmp_path, rng):
+    """pargap-fit with gap_fit-style options and a charge model only writes a potential whose
+    /charge_models reproduce the charges of the fixed-charge data."""
+    import h5py
+
+    from pargap.cli.fit import main as fit_main
+
+    ase.io.write(tmp_path / "train.xyz", fixed_charge_frames(rng, n=4), format="extxyz")
+    code = fit_main(["-q", f"at_file={tmp_path / 'train.xyz'}", f"gp_file={tmp_path / 'q.h5'}", "esp_sigma=1e-4",
+                     "charge_gap={soap cutoff=3 n_max=3 l_max=2 atom_sigma=0.5 covariance_type=ard_se "
+                     "theta_uniform=1e4 delta=1 n_sparse=1}", "sparse_jitter=1e-12"])
+    assert code == 0
+    with h5py.File(tmp_path / "q.h5") as f:
+        assert len(f["charge_models"]) == 3 and len(f["models"]) == 0
+    atoms = fixed_charge_frames(np.random.default_rng(3), n=1)[0]
+    atoms.calc = GAPCalculator(tmp_path / "q.h5")
+    np.testing.assert_allclose(atoms.get_charges(), [FIXED[z] for z in atoms.numbers], atol=1e-6)
