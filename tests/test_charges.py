@@ -301,3 +301,24 @@ def test_esp_only_fit_from_a_gapfit_command_line(tmp_path, rng):
     atoms = fixed_charge_frames(np.random.default_rng(3), n=1)[0]
     atoms.calc = GAPCalculator(tmp_path / "q.h5")
     np.testing.assert_allclose(atoms.get_charges(), [FIXED[z] for z in atoms.numbers], atol=1e-6)
+
+
+def test_shipped_example_data_follow_the_convention():
+    """examples/charges/data: every frame reads as charge data (points in Angstrom outside the
+    atoms, values in volts, neutral), and its least-squares point charges are chemically sensible
+    (O between -0.9 and -0.4 e): a unit slip (Hartree, Bohr) would show there."""
+    settings = settings_from_dict({"at_file": "x", "charge_gap": [{"descriptor": "soap", "cutoff": 3.0, "n_max": 2,
+                                   "l_max": 1, "atom_sigma": 0.5, "covariance_type": "dot_product", "zeta": 2,
+                                   "delta": 1.0, "n_sparse": 1}]})
+    folder = HERE.parent / "examples" / "charges" / "data"
+    for name in ("methanol", "ethanol", "acetone"):
+        frames = ase.io.read(folder / f"{name}.xyz", ":")
+        assert len(frames) >= 6
+        for i, atoms in enumerate(frames):
+            c = extract(atoms, i, settings, name, check_sigma=False).charges
+            assert c.total_charge == 0.0 and len(c.esp) >= 250
+            A = np.vstack([COULOMB / np.linalg.norm(c.points[:, None] - atoms.positions[None], axis=-1),
+                           1e3 * np.ones(len(atoms))])  # total charge as a stiff row
+            q = np.linalg.lstsq(A, np.concatenate([c.esp, [0.0]]), rcond=None)[0]
+            assert np.sqrt(np.mean((A[:-1] @ q - c.esp) ** 2)) < 0.1  # V
+            assert np.all((q[atoms.numbers == 8] > -0.9) & (q[atoms.numbers == 8] < -0.4))
