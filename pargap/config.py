@@ -165,7 +165,7 @@ class FitSettings:
 
     def __post_init__(self):
         if not self.gap and not self.charge_gap:
-            raise ConfigError("no model given: the 'gap' list is empty")
+            raise ConfigError("no model given: the 'gap' list (and the 'charge_gap' list) is empty")
         _check_charge_settings(self)
         if len(self.default_sigma) != 4:
             raise ConfigError(
