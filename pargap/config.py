@@ -157,10 +157,18 @@ class FitSettings:
     sparse_separate_file: bool = True
     core_param_file: str | None = None  # baseline potential (pargap.core_potential), gap_fit's names
     core_ip_args: str | None = None
+    # charge model (see the "charge model" block below): a second GP, for atomic charges
+    charge_gap: tuple[GapSettings, ...] = ()
+    esp_sigma: float = 0.01
+    total_charge_sigma: float = 1e-4
+    esp_parameter_name: str = "esp_values"
+    esp_points_parameter_name: str = "esp_points"
+    total_charge_parameter_name: str = "total_charge"
 
     def __post_init__(self):
-        if not self.gap:
-            raise ConfigError("no model given: the 'gap' list is empty")
+        if not self.gap and not self.charge_gap:
+            raise ConfigError("no model given: the 'gap' list (and the 'charge_gap' list) is empty")
+        _check_charge_settings(self)
         if len(self.default_sigma) != 4:
             raise ConfigError(
                 f"default_sigma needs 4 values (energy, force, virial, hessian), got {len(self.default_sigma)}"
@@ -180,13 +188,13 @@ class FitSettings:
 
     @property
     def cutoff(self):
-        return max(g.cutoff for g in self.gap)
+        return max(g.cutoff for g in self.gap + self.charge_gap)
 
     def to_dict(self):
         out = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "gap":
+            if f.name in ("gap", "charge_gap"):
                 value = [{k: v for k, v in dataclasses.asdict(g).items() if v is not None} for g in value]
             elif isinstance(value, tuple):
                 value = list(value)
@@ -197,6 +205,43 @@ class FitSettings:
 
     def to_toml(self):
         return to_toml(self.to_dict())
+
+
+# ---- charge model (issue 5): settings of the ESP-fitted charge GP ------------------------------
+#
+# ``charge_gap`` entries take exactly the keys of ``gap`` entries (TOML ``[[charge_gap]]``, gap_fit
+# style ``charge_gap={soap ... : ...}``); their ``delta`` is a charge scale in e. ``esp_sigma`` is
+# the noise of ESP values (V), ``total_charge_sigma`` that of the total-charge row (e; small: a
+# soft constraint). The data keys (DESIGN.md section 6) are configurable like energy_parameter_name;
+# per-structure overrides are the info keys ``esp_<sigma_parameter_name>`` and
+# ``total_charge_<sigma_parameter_name>``. A fit may have charge models only (no ``gap``,
+# ``default_sigma`` then optional and energies unused).
+
+def _check_charge_settings(settings):
+    for name in ("esp_sigma", "total_charge_sigma"):
+        value = getattr(settings, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{name} must be a positive number, got {value}")
+
+
+def _charge_models_from_dict(data):
+    """Build the ``charge_gap`` entries in ``data`` (a settings dict) into GapSettings; a dict
+    with charge models only gets an empty ``gap`` and, if absent, zero ``default_sigma``."""
+    entries = data.get("charge_gap")
+    if entries is None:
+        return data
+    if isinstance(entries, dict):
+        entries = [entries]
+    models = []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"charge_gap[{k}] must be a table of settings")
+        models.append(_build(GapSettings, entry, f"charge_gap[{k}]"))
+    data["charge_gap"] = tuple(models)
+    if not data.get("gap"):
+        data["gap"] = ()
+        data.setdefault("default_sigma", (0.0, 0.0, 0.0, 0.0))
+    return data
 
 
 # ---- construction from plain dicts (TOML, gap_fit) ------------------------------------------------
@@ -243,7 +288,7 @@ def _build(cls, data, context):
             raise ConfigError(f"{context}: unknown setting '{key}'" + _suggest(key, known))
         if name == "species_Z":
             value = tuple(int(z) for z in (value if isinstance(value, (list, tuple)) else str(value).split()))
-        elif name not in ("gap", "e0", "default_sigma", "config_type_sigma"):
+        elif name not in ("gap", "charge_gap", "e0", "default_sigma", "config_type_sigma"):
             value = _convert(value, known[name].type, f"{context}.{key}" if context != "settings" else key)
         kwargs[name] = value
     missing = [
@@ -257,7 +302,7 @@ def _build(cls, data, context):
 
 def settings_from_dict(data):
     """FitSettings from a plain dict (as TOML gives)."""
-    data = dict(data)
+    data = _charge_models_from_dict(dict(data))
     gap = data.get("gap")
     if gap is None:
         raise ConfigError("settings: required setting 'gap' (the list of models) is missing")
@@ -494,6 +539,8 @@ def parse_gapfit_args(tokens):
             raise ConfigError(f"gap_fit option '{key}' is not supported by pargap: {GAPFIT_UNSUPPORTED[low]}")
         if low == "gap":
             data["gap"] = parse_gap_string(value)
+        elif low == "charge_gap":
+            data["charge_gap"] = parse_gap_string(value)
         elif low == "default_sigma":
             data["default_sigma"] = _float_list(_unbrace(value), key)
         elif low == "config_type_sigma":
@@ -546,7 +593,7 @@ def to_toml(data):
     """Plain dict (scalars, lists, dicts, list of dicts under 'gap') -> TOML text."""
     lines, tables = [], []
     for key, value in data.items():
-        if key == "gap":
+        if key in ("gap", "charge_gap"):
             continue
         if isinstance(value, dict) and value:
             tables.append((key, value))
@@ -554,6 +601,7 @@ def to_toml(data):
             lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for key, value in tables:
         lines += ["", f"[{key}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
-    for entry in data.get("gap", []):
-        lines += ["", "[[gap]]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items()]
+    for table in ("gap", "charge_gap"):
+        for entry in data.get(table, []):
+            lines += ["", f"[[{table}]]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in entry.items()]
     return "\n".join(lines) + "\n"

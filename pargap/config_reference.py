@@ -48,6 +48,13 @@ DESCRIPTIONS = {
                                         "`virial_sigma`, `hessian_sigma`, per-atom `force_atom_sigma`, "
                                         "`force_component_sigma`, and `virial_component_sigma`",
     "FitSettings.sparse_jitter": "added to the diagonal of K_MM (eV^2), as gap_fit",
+    "FitSettings.charge_gap": "charge models, one `[[charge_gap]]` table each (same keys as `[[gap]]`; delta in e): "
+                              "a second GP for atomic charges fitted to ESP values (pargap.charges)",
+    "FitSettings.esp_sigma": "noise of the electrostatic-potential observations (V)",
+    "FitSettings.total_charge_sigma": "noise of the total-charge observation of each structure (e)",
+    "FitSettings.esp_parameter_name": "info key of the ESP values (K numbers, V)",
+    "FitSettings.esp_points_parameter_name": "info key of the ESP points (3K numbers, A)",
+    "FitSettings.total_charge_parameter_name": "info key of a structure's total charge (e)",
     "FitSettings.core_ip_args": "core (baseline) potential: `IP Glue` (QUIP glue XML) or `IP pair_table` (pargap's "
                                 "tabulated pair file); its energy, forces, virial and Hessian are subtracted from the "
                                 "targets and added back on prediction",
@@ -96,7 +103,9 @@ DESCRIPTIONS = {
 }
 
 # Settings that are pargap's own (no gap_fit option of that name).
-PARGAP_ONLY = {"FitSettings.solver"}
+PARGAP_ONLY = {"FitSettings.solver", "FitSettings.charge_gap", "FitSettings.esp_sigma",
+               "FitSettings.total_charge_sigma", "FitSettings.esp_parameter_name",
+               "FitSettings.esp_points_parameter_name", "FitSettings.total_charge_parameter_name"}
 
 # Allowed values of string settings; the tuples of pargap.config where it has them.
 ALLOWED = {

@@ -30,6 +30,7 @@ class Structure:
     sigma_virial: (3, 3) eV (already scaled by sqrt(n) where sigma_per_atom says so).
     hessian: [(eigenvalue eV/A^2, unit eigenvector (n, 3))], gap_fit's n_hessian/hessianK keys;
     sigma_hessian: eV/A^2 (never scaled by the number of atoms).
+    charges: ESP values and total charge for charge models (read only when the settings have some).
     """
 
     index: int
@@ -43,6 +44,7 @@ class Structure:
     sigma_virial: np.ndarray | None
     hessian: list = field(default_factory=list)
     sigma_hessian: float = 0.0
+    charges: object = None  # pargap.charges.ChargeObservations (ESP, total charge) or None
 
     @property
     def n_atoms(self):
@@ -196,6 +198,11 @@ def extract(atoms, index, settings, file, check_sigma=True):
     (evaluation) skips the noise checks, which only a fit needs."""
     n = len(atoms)
     hessian = hessian_observations(atoms, index, file)
+    charges = None
+    if getattr(settings, "charge_gap", ()):  # charge-model observations (pargap.charges)
+        from pargap.charges import charge_observations
+
+        charges = charge_observations(atoms, index, settings, file)
     _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
     force_default = settings.force_parameter_name == "forces"
     ekey, fkey = settings.energy_parameter_name, settings.force_parameter_name
@@ -222,7 +229,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
             virial = to_virial(stress, atoms.get_volume())
     if virial is not None:
         virial = 0.5 * (virial + virial.T)
-    if energy is None and forces is None and virial is None and not hessian:
+    if energy is None and forces is None and virial is None and not hessian and charges is None:
         raise InputError(
             f"structure has no observations: none of the keys '{ekey}', '{settings.force_parameter_name}', "
             f"'{vkey}' or '{skey}' is present (set energy_parameter_name etc. to your file's keys)",
@@ -269,7 +276,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
     if not check_sigma:
         return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
                          sigma_forces if forces is not None else None,
-                         sigma_virial if virial is not None else None, hessian, sigma_hessian)
+                         sigma_virial if virial is not None else None, hessian, sigma_hessian, charges)
     for name, used, sig in (("energy", energy, sigma_energy), ("force", forces, sigma_forces),
                             ("virial", virial, sigma_virial), ("hessian", hessian or None, sigma_hessian)):
         if used is not None and np.any(np.asarray(sig) <= 0):
@@ -279,7 +286,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
             )
     return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
                      sigma_forces if forces is not None else None,
-                     sigma_virial if virial is not None else None, hessian, sigma_hessian)
+                     sigma_virial if virial is not None else None, hessian, sigma_hessian, charges)
 
 
 def hessian_observations(atoms, index, file):

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from pargap import __version__
+from pargap.charges import fit_charge_models, fit_charges_only
 from pargap.core_potential import core_targets, load_core
 from pargap.data import extract, is_isolated_atom, read_frames, scan_frames
 from pargap.descriptors import make_descriptor
@@ -327,6 +328,8 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         seed = settings.rnd_seed
         if seed < 0:
             seed = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if rank == 0 else None, root=0)
+        if not settings.gap:  # charge models only: no energy model, no energies needed
+            return fit_charges_only(settings, comm, log, timer, seed)
         models, e0, block, data_hash = build_rows(settings, comm, log, timer, seed, core)
     # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
@@ -358,6 +361,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     for m in models:
         m.alpha = solution.alpha[start:start + m.n_sparse]
         start += m.n_sparse
+    charge_models, charge_info = fit_charge_models(settings, comm, log, timer, seed)  # a GP of its own
 
     provenance = {
         "pargap_version": __version__,
@@ -370,8 +374,8 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         "rnd_seed": seed,
         "condition_estimate": solution.condition,
         "n_rows": int(n_total),
-    }
-    return Potential(models, e0, settings_toml, provenance, core=core)
+    } | charge_info
+    return Potential(models, e0, settings_toml, provenance, core=core, charge_models=charge_models)
 
 
 def _block_diagonal(blocks):

@@ -14,6 +14,8 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /models/<k>/alpha         (M,)   coefficients
     /models/<k>/sparse_x      (M, D) sparse descriptors
     /models/<k>/sparse_weight (M,)   cutoff weights of the sparse points (gap_fit's sparseCutoff)
+    /charge_models/<k>    charge models (pargap.charges; alpha in 1/e), same layout as /models/<k>;
+                          absent when the potential has none
     /settings             attrs: the fit's settings as TOML text ("toml")
     /provenance           attrs: date, host, ranks, pargap version, data file hashes
     /core                 only with a baseline potential; attrs: kind ("glue" or "pair_table"),
@@ -29,7 +31,7 @@ import numpy as np
 
 from pargap import __version__
 from pargap.descriptors import make_descriptor
-from pargap.errors import InputError
+from pargap.errors import InputError, PargapError
 from pargap.kernels import make_kernel
 from pargap.model import Model
 from pargap.observations import model_rows
@@ -40,11 +42,13 @@ FORMAT_VERSION = 1
 
 class Potential:
     """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict;
-    core: the baseline :class:`~pargap.core_potential.CorePotential` or None."""
+    core: the baseline :class:`~pargap.core_potential.CorePotential` or None; charge_models: fitted
+    charge models (:mod:`pargap.charges`), possibly with no energy model."""
 
-    def __init__(self, models, e0, settings="", provenance=None, core=None):
+    def __init__(self, models, e0, settings="", provenance=None, core=None, charge_models=()):
         self.core = core
         self.models = list(models)
+        self.charge_models = list(charge_models)
         self.e0 = {int(z): float(v) for z, v in e0.items()}
         self.settings = settings
         self.provenance = dict(provenance or {})
@@ -65,6 +69,8 @@ class Potential:
     def predict(self, atoms, gradients=True):
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
         self.baseline_energy(atoms.numbers)  # raises for unknown species, before any work
+        if not self.models:
+            raise PargapError("this potential has charge models only (pargap.charges): no energy to predict")
         rows = model_rows(atoms, self.models, gradients=gradients)
         alpha = self.alpha
         e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
@@ -100,19 +106,9 @@ class Potential:
                 g = f.create_group("e0")
                 g.create_dataset("Z", data=np.array(zs, dtype=np.int64))
                 g.create_dataset("e0", data=np.array([self.e0[z] for z in zs]))
-                models = f.create_group("models")
-                for k, m in enumerate(self.models):
-                    mg = models.create_group(str(k))
-                    mg.attrs["descriptor"] = m.descriptor.name
-                    mg.attrs["kernel"] = m.kernel.name
-                    mg.attrs["gap_index"] = m.gap_index
-                    for key, val in m.descriptor.params().items():
-                        mg.attrs[f"descriptor.{key}"] = val
-                    for key, val in m.kernel.params().items():
-                        mg.attrs[f"kernel.{key}"] = val
-                    mg.create_dataset("alpha", data=np.asarray(m.alpha, dtype=float))
-                    mg.create_dataset("sparse_x", data=np.asarray(m.sparse_x, dtype=float))
-                    mg.create_dataset("sparse_weight", data=np.asarray(m.sparse_weight, dtype=float))
+                _write_models(f.create_group("models"), self.models)
+                if self.charge_models:
+                    _write_models(f.create_group("charge_models"), self.charge_models)
                 f.create_group("settings").attrs["toml"] = self.settings
                 if self.core is not None:
                     cg = f.create_group("core")
@@ -148,17 +144,8 @@ class Potential:
             if f.attrs.get("format") != FORMAT:
                 raise InputError("not a pargap potential (attribute 'format' missing)", file=path)
             e0 = dict(zip(f["e0/Z"][()].tolist(), f["e0/e0"][()].tolist()))
-            models = []
-            for k in sorted(f["models"], key=int):
-                mg = f["models"][k]
-                dparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("descriptor.")}
-                kparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("kernel.")}
-                descriptor = make_descriptor(mg.attrs["descriptor"], **dparams)
-                kernel = make_kernel(mg.attrs["kernel"], dimension=descriptor.dimension, **kparams)
-                models.append(
-                    Model(descriptor, kernel, mg["sparse_x"][()], mg["sparse_weight"][()],
-                          mg["alpha"][()], int(mg.attrs["gap_index"]))
-                )
+            models = _read_models(f["models"])
+            charge_models = _read_models(f["charge_models"]) if "charge_models" in f else []
             settings = f["settings"].attrs.get("toml", "")
             provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
             core = None
@@ -168,7 +155,37 @@ class Potential:
                 a = {k: _plain(v) for k, v in f["core"].attrs.items()}
                 text = f["core/text"].asstr()[()]
                 core = CorePotential.from_text(a["kind"], text, a.get("ip_args", ""), a.get("source") or None)
-        return cls(models, e0, settings, provenance, core=core)
+        return cls(models, e0, settings, provenance, core=core, charge_models=charge_models)
+
+
+def _write_models(group, models):
+    """Models as subgroups 0, 1, ... of an HDF5 group, in the layout of /models/<k>."""
+    for k, m in enumerate(models):
+        mg = group.create_group(str(k))
+        mg.attrs["descriptor"] = m.descriptor.name
+        mg.attrs["kernel"] = m.kernel.name
+        mg.attrs["gap_index"] = m.gap_index
+        for key, val in m.descriptor.params().items():
+            mg.attrs[f"descriptor.{key}"] = val
+        for key, val in m.kernel.params().items():
+            mg.attrs[f"kernel.{key}"] = val
+        mg.create_dataset("alpha", data=np.asarray(m.alpha, dtype=float))
+        mg.create_dataset("sparse_x", data=np.asarray(m.sparse_x, dtype=float))
+        mg.create_dataset("sparse_weight", data=np.asarray(m.sparse_weight, dtype=float))
+
+
+def _read_models(group):
+    """The models written by :func:`_write_models`, in order."""
+    models = []
+    for k in sorted(group, key=int):
+        mg = group[k]
+        dparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("descriptor.")}
+        kparams = {a.split(".", 1)[1]: _plain(v) for a, v in mg.attrs.items() if a.startswith("kernel.")}
+        descriptor = make_descriptor(mg.attrs["descriptor"], **dparams)
+        kernel = make_kernel(mg.attrs["kernel"], dimension=descriptor.dimension, **kparams)
+        models.append(Model(descriptor, kernel, mg["sparse_x"][()], mg["sparse_weight"][()],
+                            mg["alpha"][()], int(mg.attrs["gap_index"])))
+    return models
 
 
 def _plain(value):
