@@ -1,0 +1,163 @@
+"""The sparse GP's log marginal likelihood: the QR form equals log N(y | 0, Q_NN + Lambda) computed
+densely, its cheap delta/sigma rescaling equals a rebuild, and maximising it recovers the noise
+level of synthetic data whose noise is known."""
+
+import math
+
+import ase.io
+import numpy as np
+import pytest
+import scipy.linalg
+from ase import Atoms
+
+from conftest import lj_structures, random_model
+from pargap.config import settings_from_dict
+from pargap.fit import build_rows
+from pargap.likelihood import Likelihood, dense_log_likelihood, log_likelihood, optimise, row_noise
+from pargap.observations import VIRIAL_COMPONENTS, model_rows
+from pargap.parallel import SerialComm
+from pargap.potential import Potential
+from pargap.progress import Log, PhaseTimer
+
+QUIET = Log(SerialComm(), quiet=True)
+SIGMA = (0.02, 0.1, 0.2, 0.0)
+
+
+def lj_settings(tmp_path, **extra):
+    """Rattled LJ bulk (energies, forces, virials) and clusters; one frame with its own energy_sigma
+    (fixed noise group), two with a config_type_sigma of their own."""
+    frames = lj_structures(n_bulk=3, n_cluster=3, seed=5)
+    frames[1].info["energy_sigma"] = 0.05
+    frames[2].info["config_type"] = "hot"
+    frames[4].info["config_type"] = "hot"
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    frames = ase.io.read(tmp_path / "train.xyz", ":")  # as the fit reads them (rounded in the text)
+    data = {
+        "at_file": str(tmp_path / "train.xyz"), "e0": 0.0, "default_sigma": list(SIGMA),
+        "config_type_sigma": {"hot": [0.04, 0.3, 0.3, 0.0]}, "sparse_jitter": 1e-6, "rnd_seed": 4,
+        "gap": [{"descriptor": "distance_2b", "cutoff": 5.0, "cutoff_transition_width": 1.5,
+                 "delta": 0.5, "theta_uniform": 0.5, "n_sparse": 12, "sparse_method": "uniform"}],
+    }
+    data.update(extra)
+    return settings_from_dict(data), frames
+
+
+def dense_reference(settings, frames, models, delta_factor=1.0, scale=(1, 1, 1, 1)):
+    """log N(y | 0, K_NM K_MM^-1 K_MN + Lambda) from model_rows and sigmas written out by hand,
+    with K scaled by delta_factor^2 and the settings' sigmas by ``scale`` (energy, force, virial)."""
+    rows, y, sigma = [], [], []
+    d2 = delta_factor**2
+    for atoms in frames:
+        n = len(atoms)
+        r = model_rows(atoms, models)
+        ct = atoms.info.get("config_type", "default")
+        sE, sF, sV, _ = settings.config_type_sigma.get(ct, settings.default_sigma)
+        rows.append(r.energy[None, :])
+        y.append([atoms.info["energy"]])
+        sigma.append([atoms.info["energy_sigma"] if "energy_sigma" in atoms.info else sE * math.sqrt(n) * scale[0]])
+        rows.append(r.forces.reshape(3 * n, -1))
+        y.append(atoms.arrays["forces"].ravel())
+        sigma.append(np.full(3 * n, sF * scale[1]))
+        if "virial" in atoms.info:
+            W = np.asarray(atoms.info["virial"]).reshape(3, 3)
+            rows.append(np.array([r.virial[k, l] for k, l in VIRIAL_COMPONENTS]))
+            y.append([0.5 * (W[k, l] + W[l, k]) for k, l in VIRIAL_COMPONENTS])
+            sigma.append(np.full(6, sV * math.sqrt(n) * scale[2]))
+    K_nm = d2 * np.vstack(rows)
+    K_mm = scipy.linalg.block_diag(*[d2 * m.covariance_sparse(0.0) for m in models])
+    K_mm += settings.sparse_jitter * np.eye(len(K_mm))
+    return dense_log_likelihood(K_nm, np.concatenate(y), np.concatenate(sigma), K_mm)
+
+
+def test_likelihood_equals_dense_reference(tmp_path):
+    settings, frames = lj_settings(tmp_path)
+    lik = Likelihood(settings, log=QUIET)
+    terms = lik.terms()
+    models = build_rows(lik.settings, SerialComm(), QUIET, PhaseTimer(SerialComm(), QUIET), 4)[0]
+    assert terms.counts.tolist() == [5, sum(3 * len(a) for a in frames), 18, 0, 1]
+    reference = dense_reference(settings, frames, models)
+    assert log_likelihood(terms) == pytest.approx(reference, rel=1e-10, abs=1e-8)
+    # rescaled delta and sigmas without new rows == the dense likelihood at those values
+    log_delta, log_scale = np.array([0.3]), np.array([-0.4, 0.25, 0.6, 0.0])
+    scaled = dense_reference(settings, frames, models, math.exp(0.3), np.exp(log_scale))
+    assert log_likelihood(terms, log_delta, log_scale) == pytest.approx(scaled, rel=1e-10, abs=1e-8)
+    assert abs(scaled - reference) > 1.0  # the rescaling is not a no-op
+    # and == a full rebuild with those settings
+    rebuilt = Likelihood(lik.settings_for(None, log_delta, log_scale), log=QUIET)()
+    assert rebuilt == pytest.approx(scaled, rel=1e-10, abs=1e-8)
+
+
+def test_masked_forces_leave_the_likelihood(tmp_path):
+    """force_mask rows (infinite sigma) are not observations: neither in N nor in log|Lambda|."""
+    settings, frames = lj_settings(tmp_path)
+    structures = __import__("pargap.fit", fromlist=["load_structures"]).load_structures(
+        SerialComm(), settings, QUIET)[0]
+    mask = np.zeros(len(frames[0]), dtype=bool)
+    mask[:2] = True
+    frames[0].arrays["force_mask"] = mask
+    ase.io.write(tmp_path / "masked.xyz", frames, format="extxyz")
+    masked = settings_from_dict(settings.to_dict() | {"at_file": str(tmp_path / "masked.xyz")})
+    groups, _ = row_noise(structures, settings)
+    masked_groups, _ = row_noise(
+        __import__("pargap.fit", fromlist=["load_structures"]).load_structures(SerialComm(), masked, QUIET)[0], masked)
+    assert np.sum(masked_groups == -1) == 6 and np.sum(groups == -1) == 0
+    assert Likelihood(masked, log=QUIET).counts[1] == Likelihood(settings, log=QUIET).counts[1] - 6
+
+
+def random_clusters(rng, count, n_atoms=5, min_distance=1.6):
+    frames = []
+    while len(frames) < count:
+        pos = [np.zeros(3)]
+        while len(pos) < n_atoms:
+            p = rng.normal(0, 1.4, 3)
+            if min(np.linalg.norm(p - q) for q in pos) > min_distance:
+                pos.append(p)
+        frames.append(Atoms("Ar" * n_atoms, positions=pos))
+    return frames
+
+
+def noisy_data(tmp_path, sigma_e, sigma_f, seed=11, count=60):
+    """Clusters labelled by a random smooth pair potential (a 2b GAP with theta 0.6), plus Gaussian
+    noise of known size: sigma_e sqrt(N) on energies (gap_fit's sigma_per_atom), sigma_f on forces."""
+    rng = np.random.default_rng(seed)
+    true = Potential([random_model(rng, M=12, cutoff=4.0, width=1.0, theta=0.6)], {18: 0.0})
+    frames = random_clusters(rng, count)
+    for atoms in frames:
+        p = true.predict(atoms)
+        atoms.info["energy"] = p["energy"] + sigma_e * math.sqrt(len(atoms)) * rng.normal()
+        atoms.arrays["forces"] = p["forces"] + sigma_f * rng.normal(size=(len(atoms), 3))
+    ase.io.write(tmp_path / "noisy.xyz", frames, format="extxyz")
+    return str(tmp_path / "noisy.xyz")
+
+
+@pytest.mark.parametrize("what", [("sigma", "delta"), ("sigma", "delta", "theta")])
+def test_optimiser_recovers_known_noise(tmp_path, what):
+    """Start 4x too high on energies and 4x too low on forces (and theta off by 1.6x): the
+    maximum-likelihood sigmas land within 20% of the noise that was added."""
+    sigma_e, sigma_f = 0.02, 0.05
+    path = noisy_data(tmp_path, sigma_e, sigma_f)
+    settings = settings_from_dict({
+        "at_file": path, "e0": 0.0, "default_sigma": [4 * sigma_e, sigma_f / 4, 1.0, 0.0],
+        "sparse_jitter": 1e-8, "rnd_seed": 1,
+        "gap": [{"descriptor": "distance_2b", "cutoff": 4.0, "cutoff_transition_width": 1.0, "delta": 1.0,
+                 "theta_uniform": 0.6 if "theta" not in what else 1.0, "n_sparse": 24,
+                 "sparse_method": "uniform"}],
+    })
+    result = optimise(settings, log=QUIET, what=what)
+    chosen = result.settings.default_sigma
+    assert chosen[0] == pytest.approx(sigma_e, rel=0.2)
+    assert chosen[1] == pytest.approx(sigma_f, rel=0.2)
+    assert chosen[2:] == settings.default_sigma[2:]  # no virials, no Hessians: untouched
+    assert result.log_likelihood > result.initial_log_likelihood
+    if "theta" in what:
+        assert result.settings.gap[0].theta_uniform != 1.0
+    # the optimum is a maximum: moving any parameter lowers log p
+    lik = Likelihood(result.settings, log=QUIET)
+    terms = lik.terms()
+    best = log_likelihood(terms)
+    assert best == pytest.approx(result.log_likelihood, abs=1e-6)
+    for k in range(3):
+        for step in (-0.05, 0.05):
+            log_delta, log_scale = np.zeros(1), np.zeros(4)
+            (log_delta if k == 0 else log_scale)[max(k - 1, 0)] = step
+            assert log_likelihood(terms, log_delta, log_scale) < best
