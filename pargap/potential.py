@@ -12,6 +12,10 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /models/<k>/alpha         (M,)   coefficients
     /models/<k>/sparse_x      (M, D) sparse descriptors
     /models/<k>/sparse_weight (M,)   cutoff weights of the sparse points (gap_fit's sparseCutoff)
+    /gp                   optional (store_covariance): the GP posterior for the predictive variance;
+                          attrs M (all models' sparse points) and sparse_jitter (eV^2)
+    /gp/R_upper           (M (M+1) / 2,) the upper triangle of R, row by row (numpy triu order),
+                          R^T R = K_MM + K_MN Lambda^-1 K_NM, columns in model order
     /settings             attrs: the fit's settings as TOML text ("toml")
     /provenance           attrs: date, host, ranks, pargap version, data file hashes
 """
@@ -34,13 +38,17 @@ FORMAT_VERSION = 1
 
 
 class Potential:
-    """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict."""
+    """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict;
+    factor: optional (M, M) upper R of the fit (R^T R = K_MM + K_MN Lambda^-1 K_NM) and the
+    sparse_jitter of K_MM, for the predictive variance (:mod:`pargap.variance`)."""
 
-    def __init__(self, models, e0, settings="", provenance=None):
+    def __init__(self, models, e0, settings="", provenance=None, factor=None, sparse_jitter=None):
         self.models = list(models)
         self.e0 = {int(z): float(v) for z, v in e0.items()}
         self.settings = settings
         self.provenance = dict(provenance or {})
+        self.factor = factor
+        self.sparse_jitter = sparse_jitter
 
     @property
     def alpha(self):
@@ -103,6 +111,11 @@ class Potential:
                     mg.create_dataset("alpha", data=np.asarray(m.alpha, dtype=float))
                     mg.create_dataset("sparse_x", data=np.asarray(m.sparse_x, dtype=float))
                     mg.create_dataset("sparse_weight", data=np.asarray(m.sparse_weight, dtype=float))
+                if self.factor is not None:
+                    gp = f.create_group("gp")
+                    gp.attrs["M"] = len(self.factor)
+                    gp.attrs["sparse_jitter"] = float(self.sparse_jitter or 0.0)
+                    gp.create_dataset("R_upper", data=np.asarray(self.factor)[np.triu_indices(len(self.factor))])
                 f.create_group("settings").attrs["toml"] = self.settings
                 prov = f.create_group("provenance")
                 for key, val in self.provenance.items():
@@ -146,7 +159,13 @@ class Potential:
                 )
             settings = f["settings"].attrs.get("toml", "")
             provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
-        return cls(models, e0, settings, provenance)
+            factor, jitter = None, None
+            if "gp" in f:
+                M = int(f["gp"].attrs["M"])
+                factor = np.zeros((M, M))
+                factor[np.triu_indices(M)] = f["gp/R_upper"][()]
+                jitter = float(f["gp"].attrs["sparse_jitter"])
+        return cls(models, e0, settings, provenance, factor, jitter)
 
 
 def _plain(value):
