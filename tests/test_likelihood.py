@@ -91,6 +91,24 @@ def test_likelihood_equals_dense_reference(tmp_path):
     assert rebuilt == pytest.approx(scaled, rel=1e-10, abs=1e-8)
 
 
+def test_gradient_equals_finite_differences(tmp_path):
+    """The analytic d log p / d log delta and d log p / d log c (all groups, a fixed group present)
+    equal central differences of log p."""
+    settings, _ = lj_settings(tmp_path)
+    terms = Likelihood(settings, log=QUIET).terms()
+    log_delta, log_scale = np.array([0.3]), np.array([-0.4, 0.25, 0.6, 0.0])
+    value, d_delta, d_scale = log_likelihood(terms, log_delta, log_scale, gradient=True)
+    assert value == log_likelihood(terms, log_delta, log_scale)
+    h = 1e-5
+    numeric = (log_likelihood(terms, log_delta + h, log_scale) - log_likelihood(terms, log_delta - h, log_scale)) / (2 * h)
+    assert d_delta[0] == pytest.approx(numeric, rel=1e-5)
+    for g in range(3):
+        e = np.eye(4)[g] * h
+        numeric = (log_likelihood(terms, log_delta, log_scale + e) - log_likelihood(terms, log_delta, log_scale - e)) / (2 * h)
+        assert d_scale[g] == pytest.approx(numeric, rel=1e-5)
+    assert d_scale[3] == 0.0  # no Hessian rows
+
+
 def test_masked_forces_leave_the_likelihood(tmp_path):
     """force_mask rows (infinite sigma) are not observations: neither in N nor in log|Lambda|."""
     settings, frames = lj_settings(tmp_path)
