@@ -384,31 +384,25 @@ def optimise(settings, comm=None, log=None, what=("sigma", "delta", "theta"), ma
 
     def inner(terms, theta):
         """Best (x, log p) over log delta and log c at fixed theta, on rank 0. Every evaluation is
-        kept; the log shows the start and each L-BFGS-B iteration."""
+        logged and kept."""
         seen = {}
 
         def negative(x):
-            value, d_delta, d_scale = log_likelihood(terms, *unpack(x), gradient=True)
-            evaluations.append(evaluation(theta, x, value))
-            seen[np.asarray(x, dtype=float).tobytes()] = value
-            return -value, -np.concatenate([d_delta[deltas], d_scale[scales]])
+            key = np.asarray(x, dtype=float).tobytes()
+            if key not in seen:
+                value, d_delta, d_scale = log_likelihood(terms, *unpack(x), gradient=True)
+                evaluations.append(evaluation(theta, x, value))
+                log(f"  {len(evaluations)}: {evaluations[-1].describe()}")
+                seen[key] = -value, -np.concatenate([d_delta[deltas], d_scale[scales]])
+            return seen[key]
 
         x0 = state["inner"]
         first = -negative(x0)[0]
         state.setdefault("initial", first)
-        log(f"  start {evaluations[-1].describe()}")
         if len(x0) == 0:
             return x0, first
-        iteration = [0]
-
-        def progress(x):
-            iteration[0] += 1
-            value = seen.get(np.asarray(x, dtype=float).tobytes())
-            if value is not None:
-                log(f"  iteration {iteration[0]} " + evaluation(theta, x, value).describe())
-
         result = scipy.optimize.minimize(negative, x0, method="L-BFGS-B", jac=True,
-                                         bounds=[(-BOUND, BOUND)] * len(x0), callback=progress,
+                                         bounds=[(-BOUND, BOUND)] * len(x0),
                                          options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 500})
         at_bound = [name for name, v in zip([f"delta[{k}]" for k in deltas] + [f"sigma_{GROUPS[g]}" for g in scales],
                                             result.x) if abs(v) > BOUND - 1e-3]
