@@ -149,8 +149,11 @@ class Terms:
 def gather_terms(comm, block, groups, log_sigma2, models, jitter):
     """Reduce this rank's rows block [Lambda^-1/2 K_NM | Lambda^-1/2 y] (n_p, M+1) group by group
     to rank 0 (the block is left unchanged). Returns Terms on rank 0, None elsewhere. Collective."""
-    if block.shape[0] != len(groups):
-        raise PargapError(f"internal: {block.shape[0]} rows but {len(groups)} noise entries")
+    def check():
+        if block.shape[0] != len(groups):
+            raise PargapError(f"internal: {block.shape[0]} rows but {len(groups)} noise entries")
+
+    collective(comm, check)
     counts = comm.allreduce(np.array([np.sum(groups == g) for g in range(len(GROUPS))]))
     sums = comm.allreduce(np.array([log_sigma2[groups == g].sum() for g in range(len(GROUPS))]))
     factors = []

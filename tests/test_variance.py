@@ -134,3 +134,42 @@ def test_store_covariance_false_omits_the_factor(lj_potential, tmp_path):
     calc.get_potential_energy(train[0])
     with pytest.raises(InputError, match="store_covariance"):
         calc.get_energy_variance(train[0])
+
+
+def test_stored_factor_is_the_posterior_precision(tmp_path):
+    """Two gap entries, energies, forces and virials: R^T R equals K_MM + K_MN Lambda^-1 K_NM built
+    densely from model_rows, so (R^T R)^-1 is the coefficients' posterior covariance."""
+    import math
+
+    import scipy.linalg
+
+    from pargap.observations import VIRIAL_COMPONENTS, model_rows
+
+    frames = lj_structures(n_bulk=3, n_cluster=3, seed=8)
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    frames = ase.io.read(tmp_path / "train.xyz", ":")
+    sE, sF, sV = 0.01, 0.1, 0.3
+    settings = settings_from_dict({
+        "at_file": str(tmp_path / "train.xyz"), "e0": 0.0, "default_sigma": [sE, sF, sV, 0.0],
+        "sparse_jitter": 1e-6, "rnd_seed": 2,
+        "gap": [{"descriptor": "distance_2b", "cutoff": 5.0, "cutoff_transition_width": 1.5, "delta": 1.0,
+                 "theta_uniform": 0.5, "n_sparse": 10, "sparse_method": "uniform"},
+                {"descriptor": "distance_2b", "cutoff": 3.5, "cutoff_transition_width": 0.5, "delta": 0.3,
+                 "theta_uniform": 0.4, "n_sparse": 6, "sparse_method": "random"}],
+    })
+    potential = fit(settings, log=QUIET)
+    rows, sigma = [], []
+    for atoms in frames:
+        n = len(atoms)
+        r = model_rows(atoms, potential.models)
+        rows += [r.energy[None, :], r.forces.reshape(3 * n, -1)]
+        sigma += [[sE * math.sqrt(n)], np.full(3 * n, sF)]
+        if atoms.pbc.all():
+            rows.append(np.array([r.virial[k, l] for k, l in VIRIAL_COMPONENTS]))
+            sigma.append(np.full(6, sV * math.sqrt(n)))
+    A = np.vstack(rows) / np.concatenate(sigma)[:, None]
+    K_mm = scipy.linalg.block_diag(*[m.covariance_sparse(settings.sparse_jitter) for m in potential.models])
+    expected = K_mm + A.T @ A
+    R = potential.factor
+    assert R.shape == (16, 16) and np.allclose(R, np.triu(R))
+    assert np.allclose(R.T @ R, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
