@@ -248,3 +248,25 @@ def test_cli_optimise_prints_toml_and_fits_with_it(noisy_toml):
         assert written.predict(atoms)["energy"] == pytest.approx(serial.predict(atoms)["energy"], rel=1e-7)
         assert PredictiveVariance(written)(atoms)["energy_variance"] == pytest.approx(
             PredictiveVariance(serial)(atoms)["energy_variance"], rel=1e-5)
+
+
+def test_optimiser_recovers_hessian_noise(tmp_path):
+    """Dimers of a Gaussian-well pair energy with noisy energies (0.01 eV) and noisy stretch
+    eigenvalues (0.05 eV/A^2): the Hessian noise group is recovered too."""
+    from test_hessian import dimer
+
+    rng = np.random.default_rng(0)
+    energy = lambda r: np.exp(-(r - 3.0) ** 2)  # noqa: E731
+    second = lambda r: (4 * (r - 3.0) ** 2 - 2) * np.exp(-(r - 3.0) ** 2)  # noqa: E731
+    frames = [dimer(r, energy(r) + 0.01 * rng.normal(), 2 * second(r) + 0.05 * rng.normal())
+              for r in rng.uniform(2.0, 4.5, 80)]
+    ase.io.write(tmp_path / "dimers.xyz", frames, format="extxyz")
+    settings = settings_from_dict({
+        "at_file": str(tmp_path / "dimers.xyz"), "e0": 0.0, "default_sigma": [0.1, 1.0, 1.0, 0.01],
+        "sigma_per_atom": False, "sparse_jitter": 1e-8, "rnd_seed": 1,
+        "gap": [{"descriptor": "distance_2b", "cutoff": 6.0, "cutoff_transition_width": 0.5, "delta": 1.0,
+                 "theta_uniform": 0.8, "n_sparse": 20, "sparse_method": "uniform"}],
+    })
+    chosen = optimise(settings, log=QUIET, what=("sigma", "delta")).settings.default_sigma
+    assert chosen[0] == pytest.approx(0.01, rel=0.2)
+    assert chosen[3] == pytest.approx(0.05, rel=0.2)
