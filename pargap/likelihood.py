@@ -50,6 +50,8 @@ GROUPS = ("energy", "force", "virial", "hessian", "fixed")
 """Noise groups: rows whose sigma follows default_sigma[g] / config_type_sigma (g = 0..3), and
 rows whose sigma is given by the data (4). Masked rows (infinite sigma) are group -1."""
 FIXED = 4
+FAILED = 1e300
+"""-log p reported to the optimiser for a step where K_MM + jitter is not positive definite."""
 BOUND = math.log(1e3)
 """Each parameter stays within a factor 1000 of its starting value."""
 
@@ -244,6 +246,22 @@ def _gradient(terms, R, scaled, K_blocks, U_blocks, n_gap):
     return d_delta, d_scale
 
 
+def delta_bounds(terms, n_gap):
+    """Largest log(delta_k / delta_k0) for which delta^2 K_MM + jitter stays safely positive
+    definite: a block whose smallest eigenvalue is below the rounding level (M eps lambda_max)
+    may scale until d (|lambda_min| + M eps lambda_max) = jitter / 10; clearly positive blocks,
+    and everything beyond a factor 1000, are bounded by BOUND."""
+    upper = np.full(n_gap, BOUND)
+    for K, g in zip(terms.blocks, terms.block_gap):
+        eig = np.linalg.eigvalsh(K)
+        noise = len(K) * np.finfo(float).eps * max(eig[-1], 0.0)
+        if eig[0] > 10.0 * noise:
+            continue
+        d_max = 0.1 * terms.jitter / (max(-eig[0], 0.0) + noise) if noise > 0 else np.inf
+        upper[g] = min(upper[g], 0.5 * math.log(d_max) if d_max > 0 else -BOUND)
+    return upper
+
+
 def dense_log_likelihood(K_nm, y, sigma, K_mm):
     """Reference log N(y | 0, K_NM K_MM^-1 K_MN + diag(sigma^2)) by dense numpy (small problems)."""
     C = K_nm @ np.linalg.solve(K_mm, K_nm.T) + np.diag(sigma**2)
@@ -393,25 +411,36 @@ def optimise(settings, comm=None, log=None, what=("sigma", "delta", "theta"), ma
         def negative(x):
             key = np.asarray(x, dtype=float).tobytes()
             if key not in seen:
-                value, d_delta, d_scale = log_likelihood(terms, *unpack(x), gradient=True)
+                try:
+                    value, d_delta, d_scale = log_likelihood(terms, *unpack(x), gradient=True)
+                except PargapError as exc:  # a step too far: not positive definite
+                    if not evaluations:
+                        raise
+                    log(f"  {evaluation(theta, x, np.nan).describe()}: {exc}; stepping back")
+                    seen[key] = FAILED, np.zeros(len(x))
+                    return seen[key]
                 evaluations.append(evaluation(theta, x, value))
                 log(f"  {len(evaluations)}: {evaluations[-1].describe()}")
                 seen[key] = -value, -np.concatenate([d_delta[deltas], d_scale[scales]])
             return seen[key]
 
-        x0 = state["inner"]
+        bounds = [(-BOUND, BOUND)] * len(state["inner"])
+        upper = delta_bounds(terms, n_gap)
+        for i, k in enumerate(deltas):
+            bounds[i] = (-BOUND, max(-BOUND, min(BOUND, upper[k])))
+        x0 = np.clip(state["inner"], [b[0] for b in bounds], [b[1] for b in bounds]) if bounds else state["inner"]
         first = -negative(x0)[0]
         state.setdefault("initial", first)
         if len(x0) == 0:
             return x0, first
-        result = scipy.optimize.minimize(negative, x0, method="L-BFGS-B", jac=True,
-                                         bounds=[(-BOUND, BOUND)] * len(x0),
+        result = scipy.optimize.minimize(negative, x0, method="L-BFGS-B", jac=True, bounds=bounds,
                                          options={"ftol": 1e-12, "gtol": 1e-6, "maxiter": 500})
-        at_bound = [name for name, v in zip([f"delta[{k}]" for k in deltas] + [f"sigma_{GROUPS[g]}" for g in scales],
-                                            result.x) if abs(v) > BOUND - 1e-3]
+        names = [f"delta[{k}]" for k in deltas] + [f"sigma_{GROUPS[g]}" for g in scales]
+        at_bound = [name for name, v, (lo, hi) in zip(names, result.x, bounds) if v < lo + 1e-3 or v > hi - 1e-3]
         if at_bound:
-            log(f"  {', '.join(at_bound)} reached the bound (a factor 1000 from the start): the data hardly "
-                "constrain it (a delta driven to 0 means the term is not needed)")
+            log(f"  {', '.join(at_bound)} at its bound (a factor 1000 from the start, or for delta the "
+                "largest that keeps K_MM + jitter positive definite; raise sparse_jitter to go further): "
+                "a delta driven to its lower bound means the term is not needed")
         return result.x, -float(result.fun)
 
     profiles = {}
