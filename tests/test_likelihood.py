@@ -16,6 +16,7 @@ from ase import Atoms
 
 from conftest import lj_structures, random_model, run_job
 from pargap.config import settings_from_dict
+from pargap.errors import PargapError
 from pargap.fit import build_rows, fit, load_structures
 from pargap.likelihood import Likelihood, dense_log_likelihood, log_likelihood, optimise, row_noise
 from pargap.observations import VIRIAL_COMPONENTS, model_rows
@@ -270,3 +271,20 @@ def test_optimiser_recovers_hessian_noise(tmp_path):
     chosen = optimise(settings, log=QUIET, what=("sigma", "delta")).settings.default_sigma
     assert chosen[0] == pytest.approx(0.01, rel=0.2)
     assert chosen[3] == pytest.approx(0.05, rel=0.2)
+
+
+def test_delta_bound_keeps_k_mm_positive_definite():
+    """A numerically singular K_MM block (20 points, length scale >> spacing) may grow only while
+    delta^2 K_MM + jitter stays positive definite; a clearly positive block is not limited."""
+    from pargap.likelihood import BOUND, Terms, delta_bounds
+    from pargap.solve import cholesky_factor
+
+    x = np.linspace(2.0, 5.0, 20)
+    singular = 100.0 * np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2)
+    regular = np.eye(5) + 0.1
+    terms = Terms([None] * 5, np.zeros(5), np.zeros(5), np.array([0] * 20 + [1] * 5), [singular, regular], [0, 1], 1e-8)
+    upper = delta_bounds(terms, 2)
+    assert upper[1] == BOUND and upper[0] < 5.0
+    cholesky_factor(np.exp(2 * upper[0]) * singular + 1e-8 * np.eye(20))  # fine at the bound
+    with pytest.raises(PargapError):  # and not much (a factor e^6 in delta) beyond it
+        cholesky_factor(np.exp(2 * (upper[0] + 6.0)) * singular + 1e-8 * np.eye(20))
