@@ -28,8 +28,8 @@ sparse_jitter.
 
 Cost on rank 0 per (delta, sigma) evaluation: a QR of (G + 1)(M + 1) x (M + 1) rows plus about
 half that for the gradient; measured ~0.02 s at M = 200, ~0.1 s at M = 500, ~0.9 s at M = 1000
-(3 groups, 2 busy shared cores). Memory: G + 2 triangles of (M + 1)^2 doubles on rank 0, and a
-transient copy of one group's rows on each rank while its triangle is computed.
+(3 groups, 2 busy shared cores). Memory: G + 2 triangles of (M + 1)^2 doubles on rank 0; on every
+rank, beside its rows, a triangle and a chunk of 4 (M + 1) rows while a group is reduced.
 """
 
 import dataclasses
@@ -126,6 +126,21 @@ def reduce_r(comm, R):
     return R
 
 
+def group_triangle(block, rows, chunk=None):
+    """R factor (k, M+1) of block[rows], folding in at most ``chunk`` rows at a time (default
+    4 (M+1)): beyond the block a rank holds one chunk and a triangle, not a copy of the group."""
+    width = block.shape[1]
+    chunk = chunk or 4 * width
+    R = np.zeros((0, width))
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        stacked = np.empty((len(R) + len(part), width), order="F")
+        stacked[:len(R)] = R
+        stacked[len(R):] = block[part]
+        R = _r_of(stacked)
+    return R
+
+
 @dataclass
 class Terms:
     """What rank 0 needs to evaluate log p(y) for any delta and noise scaling (at fixed theta).
@@ -163,7 +178,7 @@ def gather_terms(comm, block, groups, log_sigma2, models, jitter):
         if counts[g] == 0:
             factors.append(None)
             continue
-        R = collective(comm, _r_of, np.asfortranarray(block[groups == g]))
+        R = collective(comm, group_triangle, block, np.flatnonzero(groups == g))
         factors.append(reduce_r(comm, R))
     if comm.Get_rank() != 0:
         return None
