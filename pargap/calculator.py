@@ -17,14 +17,28 @@ class GAPCalculator(Calculator):
     :meth:`get_electrostatic_potential` (V). A potential with charge models only has no energy.
     Parameter total_charge (e, default None): if set, the predicted charges sum to it exactly
     (see :func:`pargap.charges.predict_charges`), e.g. ``GAPCalculator("q.h5", total_charge=0)``.
+    With ``variance=True`` (or through get_energy_variance / get_local_energy_variances) also the
+    GP predictive variances energy_variance (eV^2) and energies_variance (eV^2 per atom), from the
+    fit's factor stored in the file (see pargap.variance).
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges",
+                              "energy_variance", "energies_variance"]
     default_parameters = {"total_charge": None}
 
-    def __init__(self, potential, **kwargs):
+    def __init__(self, potential, variance=False, **kwargs):
         super().__init__(**kwargs)
         self.potential = potential if isinstance(potential, Potential) else Potential.load(potential)
+        self.variance = variance
+        self._variance = None
+
+    def get_energy_variance(self, atoms=None):
+        """GP predictive variance of the total energy, eV^2."""
+        return self.get_property("energy_variance", atoms)
+
+    def get_local_energy_variances(self, atoms=None):
+        """GP predictive variances of the per-atom energies, (n_atoms,) eV^2."""
+        return self.get_property("energies_variance", atoms)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -46,6 +60,12 @@ class GAPCalculator(Calculator):
         self.results["free_energy"] = p["energy"]
         self.results["energies"] = p["energies"]
         self.results["forces"] = p["forces"]
+        if self.variance or {"energy_variance", "energies_variance"} & set(properties):
+            if self._variance is None:
+                from pargap.variance import PredictiveVariance
+
+                self._variance = PredictiveVariance(self.potential)
+            self.results.update(self._variance(self.atoms))
         if self.atoms.cell.rank == 3:
             W = p["virial"]
             s = -W / self.atoms.get_volume()

@@ -153,6 +153,7 @@ class FitSettings:
     hessian_delta: float = 0.01
     rnd_seed: int = -1
     solver: str = "auto"
+    store_covariance: bool | None = None  # keep the GP's R factor in the file; None: when M <= 20000
     do_copy_at_file: bool = True
     sparse_separate_file: bool = True
     core_param_file: str | None = None  # baseline potential (pargap.core_potential), gap_fit's names

@@ -55,6 +55,8 @@ DESCRIPTIONS = {
     "FitSettings.esp_parameter_name": "info key of the ESP values (K numbers, V)",
     "FitSettings.esp_points_parameter_name": "info key of the ESP points (3K numbers, A)",
     "FitSettings.total_charge_parameter_name": "info key of a structure's total charge (e)",
+    "FitSettings.store_covariance": "store the fit's (M, M) R factor in the potential for the predictive variance "
+                                    "(unset: only when M <= 20000)",
     "FitSettings.core_ip_args": "core (baseline) potential: `IP Glue` (QUIP glue XML) or `IP pair_table` (pargap's "
                                 "tabulated pair file); its energy, forces, virial and Hessian are subtracted from the "
                                 "targets and added back on prediction",
@@ -103,7 +105,7 @@ DESCRIPTIONS = {
 }
 
 # Settings that are pargap's own (no gap_fit option of that name).
-PARGAP_ONLY = {"FitSettings.solver", "FitSettings.charge_gap", "FitSettings.esp_sigma",
+PARGAP_ONLY = {"FitSettings.solver", "FitSettings.store_covariance", "FitSettings.charge_gap", "FitSettings.esp_sigma",
                "FitSettings.total_charge_sigma", "FitSettings.esp_parameter_name",
                "FitSettings.esp_points_parameter_name", "FitSettings.total_charge_parameter_name"}
 

@@ -27,7 +27,7 @@ from pargap.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
 from pargap.parallel import SerialComm, collective, gather_sorted, on_root, partition_structures
 from pargap.potential import Potential
 from pargap.progress import Log, PhaseTimer
-from pargap.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
+from pargap.solve import cholesky_factor, serial_solve_block, solve_on_root, tsqr_solve_block
 from pargap.sparsify import DescriptorPool, select_sparse
 
 
@@ -351,7 +351,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
             solver = "tsqr"
         if solver == "serial":
             blocks = comm.gather(block, root=0)
-            solution = on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
+            solution = solve_on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
         else:
             solution = tsqr_solve_block(comm, block, U)
         del block
@@ -375,7 +375,16 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         "condition_estimate": solution.condition,
         "n_rows": int(n_total),
     } | charge_info
-    return Potential(models, e0, settings_toml, provenance, core=core, charge_models=charge_models)
+    store = settings.store_covariance
+    if store is None:
+        store = M <= STORE_COVARIANCE_MAX_M
+    return Potential(models, e0, settings_toml, provenance, core=core, charge_models=charge_models,
+                     factor=solution.factor if store else None, sparse_jitter=settings.sparse_jitter)
+
+
+STORE_COVARIANCE_MAX_M = 20000
+"""Beyond this many sparse points the (M, M) factor for the predictive variance is not stored by
+default (store_covariance = true forces it: M^2 * 4 bytes on disk, the upper triangle)."""
 
 
 def _block_diagonal(blocks):

@@ -16,6 +16,10 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /models/<k>/sparse_weight (M,)   cutoff weights of the sparse points (gap_fit's sparseCutoff)
     /charge_models/<k>    charge models (pargap.charges; alpha in 1/e), same layout as /models/<k>;
                           absent when the potential has none
+    /gp                   optional (store_covariance): the GP posterior for the predictive variance;
+                          attrs M (all models' sparse points) and sparse_jitter (eV^2)
+    /gp/R_upper           (M (M+1) / 2,) the upper triangle of R, row by row (numpy triu order),
+                          R^T R = K_MM + K_MN Lambda^-1 K_NM, columns in model order
     /settings             attrs: the fit's settings as TOML text ("toml")
     /provenance           attrs: date, host, ranks, pargap version, data file hashes
     /core                 only with a baseline potential; attrs: kind ("glue" or "pair_table"),
@@ -43,15 +47,20 @@ FORMAT_VERSION = 1
 class Potential:
     """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict;
     core: the baseline :class:`~pargap.core_potential.CorePotential` or None; charge_models: fitted
-    charge models (:mod:`pargap.charges`), possibly with no energy model."""
+    charge models (:mod:`pargap.charges`), possibly with no energy model; factor: optional (M, M)
+    upper R of the fit (R^T R = K_MM + K_MN Lambda^-1 K_NM) and the sparse_jitter of K_MM, for the
+    predictive variance (:mod:`pargap.variance`)."""
 
-    def __init__(self, models, e0, settings="", provenance=None, core=None, charge_models=()):
+    def __init__(self, models, e0, settings="", provenance=None, core=None, charge_models=(),
+                 factor=None, sparse_jitter=None):
         self.core = core
         self.models = list(models)
         self.charge_models = list(charge_models)
         self.e0 = {int(z): float(v) for z, v in e0.items()}
         self.settings = settings
         self.provenance = dict(provenance or {})
+        self.factor = factor
+        self.sparse_jitter = sparse_jitter
 
     @property
     def alpha(self):
@@ -109,6 +118,11 @@ class Potential:
                 _write_models(f.create_group("models"), self.models)
                 if self.charge_models:
                     _write_models(f.create_group("charge_models"), self.charge_models)
+                if self.factor is not None:
+                    gp = f.create_group("gp")
+                    gp.attrs["M"] = len(self.factor)
+                    gp.attrs["sparse_jitter"] = float(self.sparse_jitter or 0.0)
+                    gp.create_dataset("R_upper", data=np.asarray(self.factor)[np.triu_indices(len(self.factor))])
                 f.create_group("settings").attrs["toml"] = self.settings
                 if self.core is not None:
                     cg = f.create_group("core")
@@ -155,7 +169,14 @@ class Potential:
                 a = {k: _plain(v) for k, v in f["core"].attrs.items()}
                 text = f["core/text"].asstr()[()]
                 core = CorePotential.from_text(a["kind"], text, a.get("ip_args", ""), a.get("source") or None)
-        return cls(models, e0, settings, provenance, core=core, charge_models=charge_models)
+            factor, jitter = None, None
+            if "gp" in f:
+                M = int(f["gp"].attrs["M"])
+                factor = np.zeros((M, M))
+                factor[np.triu_indices(M)] = f["gp/R_upper"][()]
+                jitter = float(f["gp"].attrs["sparse_jitter"])
+        return cls(models, e0, settings, provenance, core=core, charge_models=charge_models,
+                   factor=factor, sparse_jitter=jitter)
 
 
 def _write_models(group, models):

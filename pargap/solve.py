@@ -28,6 +28,7 @@ class Solution:
     alpha: np.ndarray  # (M,)
     condition: float  # condition number estimate of R (= of A)
     residual: float  # ||A alpha - b||
+    factor: np.ndarray | None = None  # (M, M) upper R with R^T R = A^T A, on rank 0 only (GP variance)
 
 
 def cholesky_factor(K_mm):
@@ -79,7 +80,7 @@ def _back_substitute(R_aug, M):
         raise PargapError(f"the triangular solve failed ({exc}): raise sparse_jitter or use fewer sparse points") from None
     if not np.all(np.isfinite(alpha)):
         raise PargapError("the solve produced non-finite coefficients: raise sparse_jitter or use fewer sparse points")
-    return Solution(alpha, float(condition), float(residual))
+    return Solution(alpha, float(condition), float(residual), R)
 
 
 def _warn_condition(solution):
@@ -111,6 +112,22 @@ def _with_prior(R, U):
     return _r_of(np.vstack([R, np.column_stack([U, np.zeros(M)])]))
 
 
+def solve_on_root(comm, solve):
+    """on_root for a solve: the Solution is broadcast without its (M, M) factor, kept on rank 0."""
+    from pargap.parallel import on_root
+
+    kept = {}
+
+    def root():
+        solution = solve()
+        kept["factor"], solution.factor = solution.factor, None
+        return solution
+
+    solution = on_root(comm, root)
+    solution.factor = kept.get("factor")
+    return solution
+
+
 def tsqr_solve(comm, A_local, b_local, U):
     """Tall-skinny QR over ranks: A_local (n_p, M) and b_local (n_p,) are this rank's rows; U (M, M)
     is needed on rank 0 only."""
@@ -122,8 +139,6 @@ def tsqr_solve_block(comm, block, U):
     factorised in place when Fortran-ordered; U (M, M) is used on rank 0 only. Every rank returns
     the same Solution (alpha broadcast from rank 0). Beyond its block a rank holds a few
     (M+1) x (M+1) triangles while R factors are merged up the tree (sent as raw buffers)."""
-    from pargap.parallel import on_root
-
     M = block.shape[1] - 1
     rank, size = comm.Get_rank(), comm.Get_size()
     R = _r_of(block)
@@ -144,7 +159,7 @@ def tsqr_solve_block(comm, block, U):
             del other
             R = _r_of(stacked)
         step *= 2
-    solution = on_root(comm, lambda: _back_substitute(_with_prior(R, U), M))
+    solution = solve_on_root(comm, lambda: _back_substitute(_with_prior(R, U), M))
     if rank == 0:
         _warn_condition(solution)
     return solution

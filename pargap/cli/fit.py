@@ -29,6 +29,12 @@ def parser():
                    help="save the covariance rows and the models to DIR (parallel HDF5) before the solve")
     p.add_argument("--restart", metavar="DIR",
                    help="solve from the checkpoint in DIR (same settings; any number of ranks)")
+    p.add_argument("--optimise", action="store_true",
+                   help="first choose the hyperparameters that maximise the sparse GP's log marginal "
+                   "likelihood, print the settings with them as TOML, then fit with them")
+    p.add_argument("--optimise-what", default="sigma,delta,theta", metavar="LIST",
+                   help="what --optimise varies, a comma list of sigma (noise: factors on default_sigma and "
+                   "config_type_sigma), delta, theta (ard_se theta_uniform) (default: all)")
     p.add_argument("--print-config", action="store_true",
                    help="print the settings as TOML and exit without fitting")
     p.add_argument("--learning-curve", nargs="?", const="", metavar="FRACTIONS|N",
@@ -52,6 +58,24 @@ def settings_from_args(args):
     data = parse_gapfit_args(tokens)
     apply_overrides(data, args.set)
     return settings_from_dict(data)
+
+
+def optimise_settings(comm, settings, args, log):
+    """--optimise: the settings with the hyperparameters of maximum likelihood, printed as TOML."""
+    from pargap.likelihood import optimise
+    from pargap.parallel import collective
+
+    def check():
+        if args.restart:
+            raise ConfigError("--optimise rebuilds the rows: it cannot be combined with --restart")
+
+    collective(comm, check)
+    what = [w.strip() for w in args.optimise_what.split(",") if w.strip()]
+    optimum = optimise(settings, comm, log, what=what)
+    if comm.Get_rank() == 0:
+        print(f"# pargap-fit --optimise: log marginal likelihood {optimum.initial_log_likelihood:.6f} -> "
+              f"{optimum.log_likelihood:.6f}\n" + optimum.settings.to_toml(), end="", flush=True)
+    return optimum.settings
 
 
 def main(argv=None):
@@ -88,6 +112,8 @@ def main(argv=None):
 
             return learning_curve(settings, comm, log, args.learning_curve, args.validation)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
+        if args.optimise:
+            settings = optimise_settings(comm, settings, args, log)
         potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart)
         with timer.phase("write"):
             write_potential(comm, potential, settings.gp_file)
