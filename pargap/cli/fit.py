@@ -18,7 +18,8 @@ def parser():
         prog="pargap-fit",
         description="Fit a Gaussian Approximation Potential (sparse GP) with MPI. Settings come from a "
         "TOML file or, for QUIP users, from gap_fit's key=value command line (same names and meanings).",
-        epilog="Run under MPI with: mpirun -n P pargap-fit ... . Exit codes: 0 ok, 1 error, 2 usage, 3 internal.",
+        epilog="Run under MPI with: mpirun -n P pargap-fit ... . Exit codes: 0 ok, 1 error, 2 usage, 3 internal, "
+        "75 stopped by SIGTERM after writing a checkpoint (resume with --restart DIR).",
     )
     p.add_argument("config", nargs="*", metavar="SETTINGS.toml | key=value",
                    help="a TOML settings file, or gap_fit options such as at_file=... gap={...}")
@@ -29,6 +30,11 @@ def parser():
                    help="save the covariance rows and the models to DIR (parallel HDF5) before the solve")
     p.add_argument("--restart", metavar="DIR",
                    help="solve from the checkpoint in DIR (same settings; any number of ranks)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="no fit: print the estimated peak memory of each phase on every rank, from the "
+                   "data's sizes and the same partition as the fit (on --ranks P, or the launcher's ranks)")
+    p.add_argument("--ranks", type=int, metavar="P",
+                   help="with --dry-run on one process: the number of ranks to plan for")
     p.add_argument("--print-config", action="store_true",
                    help="print the settings as TOML and exit without fitting")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -65,6 +71,8 @@ def main(argv=None):
     comm = start_mpi()
     if comm is None:
         return EXIT_ERROR
+    if args.dry_run:
+        return run(lambda: dry_run(comm, args), comm)
 
     def body():
         from pargap.fit import fit, write_potential
@@ -79,11 +87,39 @@ def main(argv=None):
         with timer.phase("write"):
             write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
-        log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s, peak memory per rank max "
-            f"{max(p['peak_mb_max'] for p in summary['phases'].values()):.1f} MB")
+        log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s")
+        report_memory(comm, settings, log)
         return 0
 
     return run(body, comm)
+
+
+def dry_run(comm, args):
+    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit."""
+    from pargap import memory
+    from pargap.parallel import collective, on_root
+
+    settings = collective(comm, settings_from_args, args)
+    size = args.ranks or comm.Get_size()
+    if size < 1:
+        raise ConfigError(f"--ranks must be at least 1, got {size}")
+    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size) and None)
+    return 0
+
+
+def report_memory(comm, settings, log):
+    """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate."""
+    import numpy as np
+
+    from pargap import memory
+    from pargap.parallel import on_root
+    from pargap.progress import peak_memory_mb
+
+    peaks = np.array(comm.allgather(peak_memory_mb()))  # before the estimate's own work
+    planned = on_root(comm, lambda: [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size())[1]])
+    log(f"peak memory per rank: measured max {peaks.max():.1f} MB (rank {peaks.argmax()}), min {peaks.min():.1f}, "
+        f"mean {peaks.mean():.1f}; estimated (--dry-run model) max {max(planned):.1f} MB, "
+        f"measured/estimated {peaks.max() / max(planned):.2f}")
 
 
 if __name__ == "__main__":
