@@ -27,9 +27,11 @@ def parser():
                    help="override a setting (TOML value syntax; e.g. --set sparse_jitter=1e-8 "
                    "--set gap.0.n_sparse=50); repeatable")
     p.add_argument("--checkpoint", metavar="DIR",
-                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve")
+                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve; "
+                   "on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
     p.add_argument("--restart", metavar="DIR",
-                   help="solve from the checkpoint in DIR (same settings; any number of ranks)")
+                   help="go on from the checkpoint in DIR (same settings; any number of ranks): build the "
+                   "rows it lacks, then solve")
     p.add_argument("--dry-run", action="store_true",
                    help="no fit: print the estimated peak memory of each phase on every rank, from the "
                    "data's sizes and the same partition as the fit (on --ranks P, or the launcher's ranks)")
@@ -75,6 +77,7 @@ def main(argv=None):
         return run(lambda: dry_run(comm, args), comm)
 
     def body():
+        from pargap.checkpoint import EXIT_STOPPED, StopSignal, Stopped
         from pargap.fit import fit, write_potential
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
@@ -83,7 +86,15 @@ def main(argv=None):
         log = Log(comm, quiet=args.quiet)
         timer = PhaseTimer(comm, log)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
-        potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart)
+        stop = StopSignal(comm)  # SIGTERM: save what is done and exit EXIT_STOPPED
+        try:
+            potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart, stop=stop)
+        except Stopped as exc:
+            if comm.Get_rank() == 0:
+                print(f"pargap: {exc}", file=sys.stderr, flush=True)
+            return EXIT_STOPPED
+        finally:
+            stop.restore()
         with timer.phase("write"):
             write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
