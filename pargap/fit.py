@@ -23,7 +23,7 @@ from pargap.errors import ConfigError, InputError, PargapError
 from pargap.kernels import make_kernel
 from pargap.model import Model
 from pargap.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
-from pargap.parallel import SerialComm, collective, gather_sorted, on_root, partition_structures
+from pargap.parallel import SerialComm, collective, collective_flag, gather_sorted, on_root, partition_structures
 from pargap.potential import Potential
 from pargap.progress import Log, PhaseTimer
 from pargap.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
@@ -322,22 +322,24 @@ def build_rows(settings, comm, log, timer, structures, models, e0, block, start=
     with timer.phase("covariance rows"):
         for group in row_groups(structures, n_rounds):
             def build():
-                begin = time.perf_counter()
+                begin = time.process_time()  # CPU time: fair under oversubscription too
                 n = sum(s.n_rows for s in group)
                 covariance_rows(group, models, e0, settings.at_file, settings.hessian_delta, out=block[row:row + n])
-                return n, time.perf_counter() - begin
+                return n, time.process_time() - begin
 
-            n, seconds = collective(comm, build)
+            def flag():
+                done.extend(s.index for s in group)
+                if stop is not None:
+                    stop.done(len(done))
+                return stop is not None and stop.received
+
+            (n, seconds), stopped = collective_flag(comm, flag, build)
             row, busy = row + n, busy + seconds
-            done.extend(s.index for s in group)
-            if stop is not None:
-                stop.done(len(done))
-                if stop.agreed():
-                    stopped = True
-                    break
+            if stopped:
+                break
         busy = comm.allgather(busy)
     if len(busy) > 1 and not stopped:
-        log(f"row building per rank: slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, "
+        log(f"row building per rank (CPU): slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, "
             f"imbalance {100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%")
     return row, done, stopped
 
