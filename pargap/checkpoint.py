@@ -15,12 +15,15 @@ SIGTERM (a batch system's wall-time warning) is caught by :class:`StopSignal`: i
 flag, and the ranks agree on it at safe points (between groups of structures while the rows are
 built, and between phases). Then the fit saves what is done (the models, and the rows finished so
 far with the structures they cover) and every rank exits with EXIT_STOPPED = 75 (EX_TEMPFAIL:
-"try again"); ``--restart DIR`` resumes. Without ``--checkpoint`` the folder is
+"try again"); ``--restart DIR`` resumes. ``--stop-after SECONDS`` does the same once that
+time is up, for launchers that do not pass SIGTERM on to the ranks (mpirun kills its ranks one
+second after its own SIGTERM). Without ``--checkpoint`` the folder is
 ``<gp_file>.checkpoint``.
 """
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +50,21 @@ class StopSignal:
     """SIGTERM sets a flag (nothing else happens in the handler); :meth:`agreed` is the collective
     check at a safe point: every rank must call it the same number of times."""
 
-    def __init__(self, comm, signals=(signal.SIGTERM,)):
+    def __init__(self, comm, signals=(signal.SIGTERM,), after_seconds=None):
         self.comm = comm
-        self.received = False
+        self.signalled = False
+        self.deadline = None if after_seconds is None else time.monotonic() + after_seconds
         self.previous = {sig: signal.signal(sig, self._handler) for sig in signals}
         after = os.environ.get(TEST_SIGNAL_AFTER)
         self.signal_after = int(after) if after else None
 
     def _handler(self, signum, frame):
-        self.received = True
+        self.signalled = True
+
+    @property
+    def received(self):
+        """A signal came, or the time given (``after_seconds``, e.g. --stop-after) is up."""
+        return self.signalled or (self.deadline is not None and time.monotonic() > self.deadline)
 
     def done(self, n_structures):
         """Called as structures are finished (the test hook counts them)."""

@@ -338,7 +338,7 @@ def build_rows(settings, comm, log, timer, structures, models, e0, block, start=
             if stopped:
                 break
         busy = comm.allgather(busy)
-    if len(busy) > 1 and not stopped:
+    if not stopped:
         log(f"row building per rank (CPU): slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, "
             f"imbalance {100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%")
     return row, done, stopped

@@ -154,3 +154,12 @@ def _cmdline(pid):
             return fh.read().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_stop_after_a_time_limit_before_any_rows_saves_nothing_and_exits_75(small):
+    folder, _ = small
+    gp = folder / "d.h5"
+    run = pargap_fit(1, folder / "fit.toml", "--stop-after", "0", "--set", f"gp_file='{gp}'")
+    assert run.returncode == EXIT_STOPPED, run.stderr
+    assert "after the read phase, before any rows: nothing to checkpoint" in run.stderr
+    assert not gp.exists() and not (folder / "d.h5.checkpoint").exists()

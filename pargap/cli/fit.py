@@ -32,6 +32,9 @@ def parser():
     p.add_argument("--restart", metavar="DIR",
                    help="go on from the checkpoint in DIR (same settings; any number of ranks): build the "
                    "rows it lacks, then solve")
+    p.add_argument("--stop-after", type=float, metavar="SECONDS",
+                   help="after this many seconds, stop as on SIGTERM: save a checkpoint at the next safe "
+                   "point and exit 75 (for a batch job's wall time when SIGTERM does not reach the ranks)")
     p.add_argument("--dry-run", action="store_true",
                    help="no fit: print the estimated peak memory of each phase on every rank, from the "
                    "data's sizes and the same partition as the fit (on --ranks P, or the launcher's ranks)")
@@ -86,7 +89,7 @@ def main(argv=None):
         log = Log(comm, quiet=args.quiet)
         timer = PhaseTimer(comm, log)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
-        stop = StopSignal(comm)  # SIGTERM: save what is done and exit EXIT_STOPPED
+        stop = StopSignal(comm, after_seconds=args.stop_after)  # SIGTERM: save what is done, exit EXIT_STOPPED
         try:
             potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart, stop=stop)
         except Stopped as exc:
@@ -131,6 +134,9 @@ def report_memory(comm, settings, log):
     log(f"peak memory per rank: measured max {peaks.max():.1f} MB (rank {peaks.argmax()}), min {peaks.min():.1f}, "
         f"mean {peaks.mean():.1f}; estimated (--dry-run model) max {max(planned):.1f} MB, "
         f"measured/estimated {peaks.max() / max(planned):.2f}")
+    if len(peaks) <= 16:
+        log("peak memory per rank, measured/estimated MB: "
+            + ", ".join(f"{r}: {m:.0f}/{e:.0f}" for r, (m, e) in enumerate(zip(peaks, planned))))
 
 
 if __name__ == "__main__":
