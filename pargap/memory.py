@@ -17,9 +17,11 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
                   Cholesky factor and the prior rows (about 6 more)
 
 and the estimated peak is the largest phase. The constants were measured on this machine
-(Linux, CPython 3.11, numpy/OpenBLAS, one thread per rank) by ``bench/scaling.py --calibrate``;
-ru_maxrss (the measured peak) counts resident pages only, so the estimate is what a batch
-system's memory limit sees.
+(Linux, CPython 3.11, numpy/OpenBLAS, Open MPI 4.1, one thread per rank): the baseline from fits
+of 6 small structures (2b alone: 172 MB; with SOAP: 177 MB; +10 MB on rank 0 under MPI), the
+data terms from fits whose rows and triangles reach 240 MB and 150 MB (within 5%, P = 1 and 2;
+tests/test_memory.py, bench/scaling.py). ru_maxrss (the measured peak) counts resident pages, as
+a batch system's memory limit does. Other platforms may shift the baseline by some 10 MB.
 
 The data's sizes come from :func:`sample_sizes`: the frame index (atom counts) of every structure
 and, for a sample of structures (all of them up to ``sample``, else the largest and an even spread),
