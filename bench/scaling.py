@@ -1,6 +1,7 @@
 """Benchmark: strong scaling of a full fit at P = 1, 2 and 4 ranks, against the --dry-run memory model.
 
     .venv/bin/python bench/scaling.py [--ranks 1 2 4] [--n-sparse 1000] [--json out.json]
+    .venv/bin/python bench/scaling.py --model out.json     # docs/scaling.md's tables from a run
 
 Fit: Zuo et al.'s silicon training set (../shared/data/zuo2020_mlip_benchmark/Si_train.xyz, all
 214 structures), 2-body (20 uniform points) + SOAP (n_max 8, l_max 6, cutoff 5, zeta 4, CUR
@@ -101,13 +102,53 @@ def alpha_of(path):
         return np.concatenate([f["models"][k]["alpha"][()] for k in sorted(f["models"], key=int)])
 
 
+def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0):
+    """Markdown tables of docs/scaling.md: per-rank memory, time and communication at N, M for
+    P = 64..4096, and the largest problem in ``budget_gb`` per rank, from a run's measured costs
+    and pargap.memory's model (its constants and formulas)."""
+    from pargap import memory
+
+    rate, gflops = measured["row_rate_s"], measured["qr_gflops"]
+    base = (memory.BASE_MB + memory.NUMBA_MB + memory.SOAP_MB + memory.MPI_MB) * memory.MB
+    # a 64-atom Si cell as the worst structure: 64 SOAP descriptors (D = 253), 64 x 35 gradient rows
+    worst = dict(n_atoms=64, desc=[64], grad=[64 * 35], dims=[253])
+    T = lambda m: (m + 1) ** 2 * 8  # noqa: E731  one triangle, bytes
+    gb = lambda b: b / 2**30  # noqa: E731
+    out = [f"| P | rows per rank | rows block | worst structure's transient | sparse points x D | TSQR triangles, rank 0 "
+           f"| peak, rank 0 (TSQR) | peak with a 2-D QR | building rows | QR, 2 N M^2 flops | TSQR bytes, critical path |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    grad = memory.gradient_bytes(n_sparse=[M], **worst)
+    sparse = M * 253 * 8
+    for P in (64, 256, 1024, 4096):
+        rows = N / P * (M + 1) * 8
+        levels = int(np.ceil(np.log2(P)))
+        peak = base + sparse + rows + max(grad, 7 * T(M))
+        two_d = base + sparse + rows + max(grad, 2 * T(M) / P)
+        out.append(f"| {P} | {N / P:,.0f} | {gb(rows):.2f} GB | {gb(grad):.2f} GB | {gb(sparse):.2f} GB | {gb(7 * T(M)):.0f} GB "
+                   f"| {gb(peak):.0f} GB | {gb(two_d):.2f} GB | {N * M * rate / P:,.0f} s | {2 * N * M**2 / (P * gflops * 1e9):,.0f} s "
+                   f"| {levels} x {gb(T(M)):.0f} GB = {gb(levels * T(M)):.0f} GB |")
+    out += ["", "| M | rows per rank in 2 GB (rank 0, TSQR) | N at P = 64 | N at P = 512 | N at P = 4096 |", "|---|---|---|---|---|"]
+    for m in (1000, 2000, 5000, 8000, 10000):
+        left = budget_gb * 2**30 - base - m * 253 * 8 - max(memory.gradient_bytes(n_sparse=[m], **worst), 7 * T(m))
+        n_p = max(left, 0) / ((m + 1) * 8)
+        out.append(f"| {m:,} | {n_p:,.0f} | " + " | ".join(f"{n_p * P:.1e}" for P in (64, 512, 4096)) + " |")
+    fixed = budget_gb * 2**30 - base - sparse - grad
+    out += ["", f"N = {N:.0e}, M = {M:.0e} with a 2-D QR: rows fit in {budget_gb:g} GB per rank from P = "
+            f"{int(np.ceil(N * (M + 1) * 8 / fixed)):,} (rows block <= {gb(fixed):.2f} GB per rank)."]
+    return "\n".join(out)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", metavar="RUN.json", help="print docs/scaling.md's model tables from a run's --json")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--n-sparse", type=int, default=1000, help="SOAP sparse points (default 1000)")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
+    if args.model:
+        print(model_tables(json.loads(Path(args.model).read_text())))
+        return
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

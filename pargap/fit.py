@@ -16,9 +16,9 @@ import time
 import numpy as np
 
 from pargap import __version__
+from pargap.checkpoint import Stopped
 from pargap.data import extract, is_isolated_atom, read_frames, scan_frames
 from pargap.descriptors import make_descriptor
-from pargap.checkpoint import Stopped
 from pargap.errors import ConfigError, InputError, PargapError
 from pargap.kernels import make_kernel
 from pargap.model import Model
@@ -250,9 +250,10 @@ def file_hash(path):
     return h.hexdigest()
 
 
-ROW_ROUNDS = 64
+ROW_ROUNDS = 16
 """The rows are built in at most this many rounds (groups of structures of about equal rows on
-each rank); the ranks check for a stop request (SIGTERM) after each."""
+each rank). A rank that got a stop request (SIGTERM) stops after its current structure; the
+ranks agree at the end of each round (few rounds: each is a synchronisation point)."""
 
 
 def build_models(settings, comm, log, timer, seed, stop=None):
@@ -261,7 +262,7 @@ def build_models(settings, comm, log, timer, seed, stop=None):
     with nothing to save."""
     def check(phase):
         if stop is not None and stop.agreed():
-            raise Stopped(f"stopped by SIGTERM after the {phase} phase, before any rows: nothing to checkpoint")
+            raise Stopped(f"stopped (SIGTERM or --stop-after) after the {phase} phase, before any rows: nothing to checkpoint")
 
     with timer.phase("read"):
         index = on_root(comm, scan_frames, settings.at_file)
@@ -322,18 +323,19 @@ def build_rows(settings, comm, log, timer, structures, models, e0, block, start=
     with timer.phase("covariance rows"):
         for group in row_groups(structures, n_rounds):
             def build():
-                begin = time.process_time()  # CPU time: fair under oversubscription too
-                n = sum(s.n_rows for s in group)
-                covariance_rows(group, models, e0, settings.at_file, settings.hessian_delta, out=block[row:row + n])
+                begin, n = time.process_time(), 0  # CPU time: fair under oversubscription too
+                for s in group:
+                    if stop is not None and stop.received:
+                        break
+                    covariance_rows([s], models, e0, settings.at_file, settings.hessian_delta,
+                                    out=block[row + n:row + n + s.n_rows])
+                    n += s.n_rows
+                    done.append(s.index)
+                    if stop is not None:
+                        stop.done(len(done))
                 return n, time.process_time() - begin
 
-            def flag():
-                done.extend(s.index for s in group)
-                if stop is not None:
-                    stop.done(len(done))
-                return stop is not None and stop.received
-
-            (n, seconds), stopped = collective_flag(comm, flag, build)
+            (n, seconds), stopped = collective_flag(comm, lambda: stop is not None and stop.received, build)
             row, busy = row + n, busy + seconds
             if stopped:
                 break
@@ -388,7 +390,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
         with timer.phase("checkpoint"):
             saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures)
-        raise saved.Stopped(f"stopped by SIGTERM: checkpoint of {len(done)} of {n_structures} structures "
+        raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} structures "
                             f"written to {folder}; resume with --restart {folder}", folder)
     n_total = comm.allreduce(block.shape[0])
     M = block.shape[1] - 1
