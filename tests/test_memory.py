@@ -107,3 +107,17 @@ def test_sample_takes_the_largest_and_a_spread():
 def test_memory_request_has_a_margin():
     assert memory_request(1000) == "1200M"
     assert memory_request(1001) == "1300M"
+
+
+def _table(text):
+    return [line.split() for line in text.splitlines() if re.match(r"\s+\d+\s+\d+\s+\d+", line)]
+
+
+def test_dry_run_under_mpirun_plans_for_its_ranks(job):
+    """Under mpirun the plan is for the launcher's P, printed once (rank 0), as --ranks P on one process."""
+    mpi = run_job(["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-m", "pargap.cli.fit",
+                   job / "fit.toml", "--dry-run"], timeout=120)
+    assert mpi.returncode == 0, mpi.stderr
+    assert mpi.stdout.count("dry run:") == 1
+    one = _fit(job / "fit.toml", "--dry-run", "--ranks", "2")
+    assert _table(mpi.stdout) == _table(one.stdout) and len(_table(one.stdout)) == 2
