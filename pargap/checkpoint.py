@@ -12,8 +12,9 @@ the coefficients equal the uninterrupted fit's to rounding. Both files are writt
 temporary names and renamed, so an interrupted checkpoint leaves the last complete one in place.
 
 SIGTERM (a batch system's wall-time warning) is caught by :class:`StopSignal`: it only sets a
-flag, and the ranks agree on it at safe points (between groups of structures while the rows are
-built, and between phases). Then the fit saves what is done (the models, and the rows finished so
+flag. A rank building rows stops after its current structure, and the ranks agree at safe points:
+the end of each round of rows (at most 16, pargap.fit.ROW_ROUNDS), between the phases before
+them, and just before the solve (a signal during the solve is not acted on). Then the fit saves what is done (the models, and the rows finished so
 far with the structures they cover) and every rank exits with EXIT_STOPPED = 75 (EX_TEMPFAIL:
 "try again"); ``--restart DIR`` resumes. ``--stop-after SECONDS`` does the same once that
 time is up, for launchers that do not pass SIGTERM on to the ranks (mpirun kills its ranks one
