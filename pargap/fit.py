@@ -320,7 +320,16 @@ def row_groups(structures, n_groups):
     return [structures[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def build_rows(settings, comm, log, timer, structures, models, e0, block, start=0, stop=None):
+def build_rows(settings, comm, log, timer, seed):
+    """Phases read, descriptors, sparse points and covariance rows, without checkpoints or stop
+    requests: (models, e0, this rank's rows block (n_p, M+1), data hash)."""
+    structures, models, e0, data_hash, _ = build_models(settings, comm, log, timer, seed)
+    block = np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
+    fill_rows(settings, comm, log, timer, structures, models, e0, block)
+    return models, e0, block, data_hash
+
+
+def fill_rows(settings, comm, log, timer, structures, models, e0, block, start=0, stop=None):
     """Phase covariance rows: the rows of ``structures`` into ``block[start:]``, in rounds; after
     each round the ranks check for a stop request. Returns (rows filled, file indices of the
     structures done, stopped)."""
@@ -389,7 +398,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
     start = block.shape[0] - sum(s.n_rows for s in structures)
-    row, new, stopped = build_rows(settings, comm, log, timer, structures, models, e0, block, start, stop) \
+    row, new, stopped = fill_rows(settings, comm, log, timer, structures, models, e0, block, start, stop) \
         if not complete else (block.shape[0], [], False)
     done = done + [i for part in comm.allgather(new) for i in part]
     if stopped or (stop is not None and stop.agreed()):  # a stop request before the solve
