@@ -61,7 +61,10 @@ def settings_from_args(args):
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.ranks is not None and (args.ranks < 1 or not args.dry_run):
+        p.error("--ranks P (P >= 1) goes with --dry-run")
     if args.print_config:
         # no MPI needed to translate settings
         from pargap.errors import PargapError
@@ -115,8 +118,6 @@ def dry_run(comm, args):
 
     settings = collective(comm, settings_from_args, args)
     size = args.ranks or comm.Get_size()
-    if size < 1:
-        raise ConfigError(f"--ranks must be at least 1, got {size}")
     on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size) and None)
     return 0
 
@@ -129,8 +130,20 @@ def report_memory(comm, settings, log):
     from pargap.parallel import on_root
     from pargap.progress import peak_memory_mb
 
+    if log.quiet:
+        return
     peaks = np.array(comm.allgather(peak_memory_mb()))  # before the estimate's own work
-    planned = on_root(comm, lambda: [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size())[1]])
+
+    def estimate():
+        try:
+            return [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size())[1]]
+        except Exception as exc:  # noqa: BLE001 - the fit is written; the report must not fail it
+            return f"{type(exc).__name__}: {exc}"
+
+    planned = on_root(comm, estimate)
+    if isinstance(planned, str):
+        log(f"peak memory per rank: measured max {peaks.max():.1f} MB, min {peaks.min():.1f}; no estimate ({planned})")
+        return
     log(f"peak memory per rank: measured max {peaks.max():.1f} MB (rank {peaks.argmax()}), min {peaks.min():.1f}, "
         f"mean {peaks.mean():.1f}; estimated (--dry-run model) max {max(planned):.1f} MB, "
         f"measured/estimated {peaks.max() / max(planned):.2f}")
