@@ -163,3 +163,22 @@ def test_stop_after_a_time_limit_before_any_rows_saves_nothing_and_exits_75(smal
     assert run.returncode == EXIT_STOPPED, run.stderr
     assert "after the read phase, before any rows: nothing to checkpoint" in run.stderr
     assert not gp.exists() and not (folder / "d.h5.checkpoint").exists()
+
+
+def test_a_restart_stopped_again_saves_old_and_new_rows_together(small):
+    """Stop, restart and stop again (the checkpoint now covers both runs' structures), restart: the
+    same coefficients."""
+    folder, reference = small
+    ck, gp = folder / "ck_twice", folder / "e.h5"
+    first = pargap_fit(1, folder / "fit.toml", "--checkpoint", ck, "--set", f"gp_file='{gp}'",
+                       env={TEST_SIGNAL_AFTER: "4"})
+    assert first.returncode == EXIT_STOPPED, first.stderr
+    done_first, _, rows_first = covered(ck)
+    second = pargap_fit(1, folder / "fit.toml", "--restart", ck, "--set", f"gp_file='{gp}'",
+                        env={TEST_SIGNAL_AFTER: "4"})
+    assert second.returncode == EXIT_STOPPED, second.stderr
+    done_second, n, rows_second = covered(ck)
+    assert set(done_first) < set(done_second) and len(done_second) < n and rows_second > rows_first
+    last = pargap_fit(1, folder / "fit.toml", "--restart", ck, "--set", f"gp_file='{gp}'")
+    assert last.returncode == 0, last.stderr
+    assert_same(alpha_of(gp), reference)
