@@ -114,8 +114,9 @@ def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0):
     worst = dict(n_atoms=64, desc=[64], grad=[64 * 35], dims=[253])
     T = lambda m: (m + 1) ** 2 * 8  # noqa: E731  one triangle, bytes
     gb = lambda b: b / 2**30  # noqa: E731
-    out = [f"| P | rows per rank | rows block | worst structure's transient | sparse points x D | TSQR triangles, rank 0 "
-           f"| peak, rank 0 (TSQR) | peak with a 2-D QR | building rows | QR, 2 N M^2 flops | TSQR bytes, critical path |",
+    out = ["| P | rows per rank | rows block | worst structure's transient | sparse points x D "
+           "| TSQR triangles, rank 0 | peak, rank 0 (TSQR) | peak with a 2-D QR | building rows "
+           "| QR, 2 N M^2 flops | TSQR bytes, critical path |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     grad = memory.gradient_bytes(n_sparse=[M], **worst)
     sparse = M * 253 * 8
@@ -124,10 +125,12 @@ def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0):
         levels = int(np.ceil(np.log2(P)))
         peak = base + sparse + rows + max(grad, 7 * T(M))
         two_d = base + sparse + rows + max(grad, 2 * T(M) / P)
-        out.append(f"| {P} | {N / P:,.0f} | {gb(rows):.2f} GB | {gb(grad):.2f} GB | {gb(sparse):.2f} GB | {gb(7 * T(M)):.0f} GB "
-                   f"| {gb(peak):.0f} GB | {gb(two_d):.2f} GB | {N * M * rate / P:,.0f} s | {2 * N * M**2 / (P * gflops * 1e9):,.0f} s "
+        out.append(f"| {P} | {N / P:,.0f} | {gb(rows):.2f} GB | {gb(grad):.2f} GB | {gb(sparse):.2f} GB "
+                   f"| {gb(7 * T(M)):.0f} GB | {gb(peak):.0f} GB | {gb(two_d):.2f} GB | {N * M * rate / P:,.0f} s "
+                   f"| {2 * N * M**2 / (P * gflops * 1e9):,.0f} s "
                    f"| {levels} x {gb(T(M)):.0f} GB = {gb(levels * T(M)):.0f} GB |")
-    out += ["", "| M | rows per rank in 2 GB (rank 0, TSQR) | N at P = 64 | N at P = 512 | N at P = 4096 |", "|---|---|---|---|---|"]
+    out += ["", "| M | rows per rank in 2 GB (rank 0, TSQR) | N at P = 64 | N at P = 512 | N at P = 4096 |",
+            "|---|---|---|---|---|"]
     for m in (1000, 2000, 5000, 8000, 10000):
         left = budget_gb * 2**30 - base - m * 253 * 8 - max(memory.gradient_bytes(n_sparse=[m], **worst), 7 * T(m))
         n_p = max(left, 0) / ((m + 1) * 8)
@@ -186,8 +189,8 @@ def main():
               f"{eff_all:8.2f} {diff:12.1e}{note}")
     print("\npeak memory per rank, measured / --dry-run estimate (MB):")
     for ranks, r in results.items():
-        pairs = [f"rank {k}: {r['peak_mb'][k]:.0f} / {r['estimate_mb'][k]:.0f} ({r['peak_mb'][k] / r['estimate_mb'][k]:.2f})"
-                 for k in sorted(r["peak_mb"])]
+        pairs = [f"rank {k}: {m:.0f} / {e:.0f} ({m / e:.2f})"
+                 for k in sorted(r["peak_mb"]) for m, e in [(r["peak_mb"][k], r["estimate_mb"][k])]]
         print(f"  P = {ranks}: " + ", ".join(pairs))
     rate = base["rows_cpu_mean_s"] * args.ranks[0] / (N * M)
     solve = base["phases"].get("solve", float("nan"))

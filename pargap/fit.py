@@ -268,7 +268,8 @@ def build_models(settings, comm, log, timer, seed, stop=None):
     with nothing to save."""
     def check(phase):
         if stop is not None and stop.agreed():
-            raise Stopped(f"stopped (SIGTERM or --stop-after) after the {phase} phase, before any rows: nothing to checkpoint")
+            raise Stopped(f"stopped (SIGTERM or --stop-after) after the {phase} phase, before any rows: "
+                          "nothing to checkpoint")
 
     with timer.phase("read"):
         index = on_root(comm, scan_frames, settings.at_file)
@@ -405,8 +406,8 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
         with timer.phase("checkpoint"):
             saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures)
-        raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} structures "
-                            f"written to {folder}; resume with --restart {folder}", folder)
+        raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} "
+                            f"structures written to {folder}; resume with --restart {folder}", folder)
     n_total = comm.allreduce(block.shape[0])
     M = block.shape[1] - 1
     log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
