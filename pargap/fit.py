@@ -18,54 +18,68 @@ import numpy as np
 from pargap import __version__
 from pargap.charges import fit_charge_models, fit_charges_only
 from pargap.core_potential import core_targets, load_core
+from pargap.checkpoint import Stopped
 from pargap.data import extract, is_isolated_atom, read_frames, scan_frames
 from pargap.descriptors import make_descriptor
 from pargap.errors import ConfigError, InputError, PargapError
 from pargap.kernels import make_kernel
 from pargap.model import Model
 from pargap.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
-from pargap.parallel import SerialComm, collective, gather_sorted, on_root, partition_structures
+from pargap.parallel import SerialComm, collective, collective_flag, gather_sorted, on_root, partition_structures
 from pargap.potential import Potential
 from pargap.progress import Log, PhaseTimer
 from pargap.solve import cholesky_factor, serial_solve_block, solve_on_root, tsqr_solve_block
 from pargap.sparsify import DescriptorPool, select_sparse
 
 
+STRUCTURE_OVERHEAD = 30
+"""Fixed cost of a structure's rows (Python calls, neighbour-list set-up) in neighbour-pair units:
+measured about 0.45 ms against 15 us per pair + atom (2b + SOAP n_max 8, l_max 6, 230 points)."""
+
+
 def structure_cost(atoms, cutoff):
     """Row-building cost of a structure: its neighbour pairs within the cutoff plus its atoms
-    (descriptor gradients grow with the pairs, force rows with the atoms)."""
+    (descriptor gradients grow with the pairs, force rows with the atoms) plus a fixed
+    STRUCTURE_OVERHEAD (which dominates for small clusters)."""
     from pargap.neighbours import neighbour_list
 
-    return len(neighbour_list(atoms, cutoff)[0]) + len(atoms)
+    return len(neighbour_list(atoms, cutoff)[0]) + len(atoms) + STRUCTURE_OVERHEAD
 
 
-def load_structures(comm, settings, log, check_sigma=True):
+def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
     """Index the file on rank 0, partition, read and validate this rank's structures.
 
     A first partition by atom counts lets every rank read its share and count neighbour pairs;
     with more than one rank, the structures are then re-partitioned by that cost and each rank
-    reads the ones it gained (reading is cheap beside the rows)."""
+    reads the ones it gained (reading is cheap beside the rows). Structures in ``skip`` (file
+    indices, e.g. already in a checkpoint) are left out; ``index`` is the file's FrameIndex if
+    already made."""
     path = settings.at_file
-    index = on_root(comm, scan_frames, path)
+    index = index or on_root(comm, scan_frames, path)
     rank, size = comm.Get_rank(), comm.Get_size()
-    part = partition_structures(index.n_atoms, rank, size)
+    skip = {int(i) for i in skip}
+    todo = [i for i in range(len(index)) if i not in skip]  # partition positions -> file indices
+    n_atoms = [index.n_atoms[i] for i in todo]
+    part = partition_structures(n_atoms, rank, size)
 
     def read(which):
         atoms = read_frames(index, which)
         return {i: extract(a, i, settings, path, check_sigma) for a, i in zip(atoms, which)}
 
-    mine = collective(comm, read, part.structures)
+    mine = collective(comm, read, [todo[j] for j in part.structures])
     if size > 1:
-        costs = np.zeros(len(index))
+        position = {i: j for j, i in enumerate(todo)}
+        costs = np.zeros(len(todo))
         for part_costs in comm.allgather({i: structure_cost(s.atoms, settings.cutoff) for i, s in mine.items()}):
             for i, c in part_costs.items():
-                costs[i] = c
-        part = partition_structures(index.n_atoms, rank, size, costs)
-        gained = [i for i in part.structures if i not in mine]
+                costs[position[i]] = c
+        part = partition_structures(n_atoms, rank, size, costs)
+        gained = [todo[j] for j in part.structures if todo[j] not in mine]
         mine.update(collective(comm, read, gained))
-    log(f"{len(index)} structures, {sum(index.n_atoms)} atoms in {path}; {part.size} rank(s), "
+    left = f" ({len(skip)} already in the checkpoint)" if skip else ""
+    log(f"{len(todo)} structures{left}, {sum(n_atoms)} atoms in {path}; {part.size} rank(s), "
         f"cost imbalance {100 * part.imbalance:.1f}%")
-    return [mine[i] for i in part.structures], part
+    return [mine[todo[j]] for j in part.structures], part
 
 
 def species_order(comm, structures):
@@ -190,16 +204,16 @@ def descriptor_pools(structures, expanded):
     return pools
 
 
-def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None):
+def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None):
     """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
-    the QR factorises it in place.
+    the QR factorises it in place (written into ``out``, a view of that shape, if given).
 
     Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV); Hessian
     eigenvalues (eV/A^2) by central differences of force rows with displacement hessian_delta;
     all minus the baseline potential ``core`` (CorePotential or None)."""
     n_rows = sum(s.n_rows for s in structures)
     M = sum(m.n_sparse for m in models)
-    block = np.empty((n_rows, M + 1), order="F")
+    block = np.empty((n_rows, M + 1), order="F") if out is None else out
     A, b = block[:, :M], block[:, M]
     row = 0
     for s in structures:
@@ -250,11 +264,24 @@ def file_hash(path):
     return h.hexdigest()
 
 
-def build_rows(settings, comm, log, timer, seed, core=None):
-    """Phases read, descriptors, sparse points and covariance rows: (models, e0, this rank's rows
-    block (n_p, M+1), data hash)."""
+ROW_ROUNDS = 16
+"""The rows are built in at most this many rounds (groups of structures of about equal rows on
+each rank). A rank that got a stop request (SIGTERM) stops after its current structure; the
+ranks agree at the end of each round (few rounds: each is a synchronisation point)."""
+
+
+def build_models(settings, comm, log, timer, seed, stop=None, core=None):
+    """Phases read, descriptors and sparse points: (this rank's structures, models, e0, data
+    hash, number of structures in the file). A stop request before the models exist ends the fit
+    with nothing to save."""
+    def check(phase):
+        if stop is not None and stop.agreed():
+            raise Stopped(f"stopped (SIGTERM or --stop-after) after the {phase} phase, before any rows: "
+                          "nothing to checkpoint")
+
     with timer.phase("read"):
-        structures, part = load_structures(comm, settings, log)
+        index = on_root(comm, scan_frames, settings.at_file)
+        structures, part = load_structures(comm, settings, log, index=index)
         data_hash = on_root(comm, file_hash, settings.at_file)  # of the data as read
         species = species_order(comm, structures)
         e0 = collective(comm, compute_e0, comm, settings, structures, species, core)
@@ -270,10 +297,12 @@ def build_rows(settings, comm, log, timer, seed, core=None):
         + " ".join(f"{chemical_symbols[z]}={v:.6f}" for z, v in e0.items()) + " eV")
     log(f"observations: {counts[0]} energies, {counts[1]} force components, {counts[2]} virial components, "
         f"{counts[3]} Hessian eigenvalues")
+    check("read")
 
     expanded = expand_models(settings, species)
     with timer.phase("descriptors"):
         pools = descriptor_pools(structures, expanded)
+    check("descriptors")
 
     with timer.phase("sparse points"):
         models = []
@@ -287,28 +316,70 @@ def build_rows(settings, comm, log, timer, seed, core=None):
                 collective(comm, append_sparse_index, comm, g.print_sparse_index, ids)
             log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
         del pools
+    return structures, models, e0, data_hash, len(index)
 
-    with timer.phase("covariance rows"):
-        def rows_timed():
-            start = time.perf_counter()
-            rows = covariance_rows(structures, models, e0, settings.at_file, settings.hessian_delta, core)
-            return rows, time.perf_counter() - start
 
-        block, busy = collective(comm, rows_timed)
-        busy = comm.allgather(busy)
-    if len(busy) > 1:
-        log(f"row building per rank: slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, "
-            f"imbalance {100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%")
+def row_groups(structures, n_groups):
+    """Consecutive groups of ``structures``, ``n_groups`` of them (some maybe empty), of about
+    equal row counts."""
+    rows = np.cumsum([s.n_rows for s in structures])
+    total = rows[-1] if len(rows) else 0
+    cuts = np.searchsorted(rows, total * np.arange(1, n_groups) / n_groups, side="right")
+    bounds = [0, *cuts.tolist(), len(structures)]
+    return [structures[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def build_rows(settings, comm, log, timer, seed, core=None):
+    """Phases read, descriptors, sparse points and covariance rows, without checkpoints or stop
+    requests: (models, e0, this rank's rows block (n_p, M+1), data hash). core: the baseline
+    potential subtracted from the targets, or None."""
+    structures, models, e0, data_hash, _ = build_models(settings, comm, log, timer, seed, core=core)
+    block = np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
+    fill_rows(settings, comm, log, timer, structures, models, e0, block, core=core)
     return models, e0, block, data_hash
 
 
-def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None):
+def fill_rows(settings, comm, log, timer, structures, models, e0, block, start=0, stop=None, core=None):
+    """Phase covariance rows: the rows of ``structures`` into ``block[start:]``, in rounds; after
+    each round the ranks check for a stop request. Returns (rows filled, file indices of the
+    structures done, stopped)."""
+    n_rounds = max(1, min(max(comm.allgather(len(structures))), ROW_ROUNDS))
+    row, done, busy, stopped = start, [], 0.0, False
+    with timer.phase("covariance rows"):
+        for group in row_groups(structures, n_rounds):
+            def build():
+                begin, n = time.process_time(), 0  # CPU time: fair under oversubscription too
+                for s in group:
+                    if stop is not None and stop.received:
+                        break
+                    covariance_rows([s], models, e0, settings.at_file, settings.hessian_delta, core,
+                                    out=block[row + n:row + n + s.n_rows])
+                    n += s.n_rows
+                    done.append(s.index)
+                    if stop is not None:
+                        stop.done(len(done))
+                return n, time.process_time() - begin
+
+            (n, seconds), stopped = collective_flag(comm, lambda: stop is not None and stop.received, build)
+            row, busy = row + n, busy + seconds
+            if stopped:
+                break
+        busy = comm.allgather(busy)
+    if not stopped:
+        log(f"row building per rank (CPU): slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, "
+            f"imbalance {100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%")
+    return row, done, stopped
+
+
+def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None, stop=None):
     """Fit the sparse GP(s) described by ``settings`` (FitSettings) on ``comm``'s ranks.
 
     checkpoint: a folder where the rows and the models are saved before the solve; restart: a
-    folder with such a checkpoint, made with the same settings, to solve from directly (any
-    number of ranks). Returns the Potential on every rank; writing it is
-    :func:`write_potential`'s job."""
+    folder with such a checkpoint (complete, or partial after a stop), made with the same
+    settings, to go on from (any number of ranks). stop: a :class:`pargap.checkpoint.StopSignal`;
+    once it fires, what is done is saved (to checkpoint, else restart, else
+    ``<gp_file>.checkpoint``) and :class:`pargap.checkpoint.Stopped` is raised on every rank.
+    Returns the Potential on every rank; writing it is :func:`write_potential`'s job."""
     from pargap import checkpoint as saved
 
     comm = comm or SerialComm()
@@ -319,26 +390,45 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     if core is not None:
         log(f"baseline potential: {settings.core_ip_args} from {settings.core_param_file} "
             f"(cutoff {core.cutoff:.3f} A), subtracted from the targets")
+    structures, done, complete = [], [], False
     if restart:
         with timer.phase("restart"):
-            models, e0, seed, block = saved.load(comm, restart, settings)
+            models, e0, seed, covered, n_structures, n_saved = saved.load_state(comm, restart, settings)
             data_hash = on_root(comm, file_hash, settings.at_file)
-        log(f"restarted from {restart}: {sum(m.n_sparse for m in models)} sparse points")
+            complete = len(covered) >= n_structures
+            done = [int(i) for i in covered]
+        if not complete:
+            with timer.phase("read"):
+                structures, _ = load_structures(comm, settings, log, skip=covered)
+        block = saved.load_rows(comm, restart, extra=sum(s.n_rows for s in structures))
+        log(f"restarted from {restart}: {sum(m.n_sparse for m in models)} sparse points, {n_saved} rows of "
+            f"{len(covered)} of {n_structures} structures saved")
     else:
         seed = settings.rnd_seed
         if seed < 0:
             seed = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if rank == 0 else None, root=0)
         if not settings.gap:  # charge models only: no energy model, no energies needed
             return fit_charges_only(settings, comm, log, timer, seed)
-        models, e0, block, data_hash = build_rows(settings, comm, log, timer, seed, core)
+        structures, models, e0, data_hash, n_structures = build_models(settings, comm, log, timer, seed, stop, core)
+        block = np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
     # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
+    start = block.shape[0] - sum(s.n_rows for s in structures)
+    row, new, stopped = fill_rows(settings, comm, log, timer, structures, models, e0, block, start, stop, core) \
+        if not complete else (block.shape[0], [], False)
+    done = done + [i for part in comm.allgather(new) for i in part]
+    if stopped or (stop is not None and stop.agreed()):  # a stop request before the solve
+        folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
+        with timer.phase("checkpoint"):
+            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures)
+        raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} "
+                            f"structures written to {folder}; resume with --restart {folder}", folder)
     n_total = comm.allreduce(block.shape[0])
     M = block.shape[1] - 1
     log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
-    if checkpoint and not restart:
+    if checkpoint and not (restart and complete):
         with timer.phase("checkpoint"):
-            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block)
+            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures)
         log(f"checkpoint written to {checkpoint}")
 
     with timer.phase("solve"):

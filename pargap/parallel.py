@@ -109,17 +109,23 @@ def collective(comm, func, *args, **kwargs):
 
     Every rank reaches the same allgather whatever happens locally, so no rank is left waiting in
     a later collective. The error of the lowest failing rank is raised, naming that rank."""
+    return collective_flag(comm, False, func, *args, **kwargs)[0]
+
+
+def collective_flag(comm, flag, func, *args, **kwargs):
+    """:func:`collective`, and whether ``flag`` (evaluated after ``func``: a callable or a value)
+    is true on any rank, in the same single allgather -> (result, any flag)."""
     result, error = None, None
     try:
         result = func(*args, **kwargs)
     except PargapError as exc:
         error = str(exc)
-    errors = comm.allgather(error)
-    for r, e in enumerate(errors):
+    gathered = comm.allgather((error, bool(flag() if callable(flag) else flag)))
+    for r, (e, _) in enumerate(gathered):
         if e is not None:
             prefix = f"rank {r}: " if comm.Get_size() > 1 else ""
             raise CollectiveError(prefix + e)
-    return result
+    return result, any(f for _, f in gathered)
 
 
 def on_root(comm, func, *args, **kwargs):

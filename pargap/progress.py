@@ -27,28 +27,34 @@ class Log:
 
 class PhaseTimer:
     """``with timer.phase("descriptors"):`` times a phase (max over ranks) and records the peak
-    memory of every rank so far (max over ranks, and their sum: an upper bound of the job's peak).
+    memory of every rank so far (max over ranks, and their sum: an upper bound of the job's peak),
+    and how much the phase raised it (max over ranks; 0 if an earlier phase peaked higher).
 
     The report after each phase is collective: every rank must enter every phase."""
 
     def __init__(self, comm, log):
         self.comm = comm
         self.log = log
-        self.phases = []  # (name, seconds max over ranks, peak MB max, peak MB sum)
+        self.phases = []  # (name, seconds max over ranks, peak MB max, peak MB sum, peak raised MB max)
 
     @contextmanager
     def phase(self, name):
         start = time.perf_counter()
+        before = peak_memory_mb()
         yield
         elapsed = time.perf_counter() - start
-        stats = self.comm.allgather((elapsed, peak_memory_mb()))
+        after = peak_memory_mb()
+        stats = self.comm.allgather((elapsed, after, after - before))
         t_max = max(s[0] for s in stats)
         m_max = max(s[1] for s in stats)
         m_sum = sum(s[1] for s in stats)
-        self.phases.append((name, t_max, m_max, m_sum))
-        self.log(f"{name:<16s} {t_max:9.3f} s   peak memory per rank max {m_max:8.1f} MB, sum {m_sum:8.1f} MB")
+        raised = max(s[2] for s in stats)
+        self.phases.append((name, t_max, m_max, m_sum, raised))
+        self.log(f"{name:<16s} {t_max:9.3f} s   peak memory per rank max {m_max:8.1f} MB, sum {m_sum:8.1f} MB, "
+                 f"raised by {raised:.1f} MB")
 
     def summary(self):
         total = sum(p[1] for p in self.phases)
-        return {"phases": {p[0]: {"seconds": p[1], "peak_mb_max": p[2], "peak_mb_sum": p[3]} for p in self.phases},
+        return {"phases": {p[0]: {"seconds": p[1], "peak_mb_max": p[2], "peak_mb_sum": p[3], "peak_raised_mb_max": p[4]}
+                           for p in self.phases},
                 "total_seconds": total}

@@ -168,3 +168,95 @@ def test_partition_by_neighbour_cost_balances_a_mixed_database():
 
     assert max(loads(by_cost)) / np.mean(loads(by_cost)) < 1.15
     assert max(loads(by_cost)) <= max(loads(by_atoms))
+
+
+def mixed_database(seed=0):
+    """Bulk cells (4 to 108 atoms), (111) and (100) slabs, and clusters (2 to 19 atoms), Ar-like,
+    labelled by ASE's Lennard-Jones: structures whose row-building costs differ by 100x."""
+    from ase import Atoms
+    from ase.build import bulk, fcc100, fcc111
+    from ase.calculators.lj import LennardJones
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.cluster import Icosahedron
+
+    rng = np.random.default_rng(seed)
+    a0 = 5.3
+    frames = [bulk("Ar", "fcc", a=a0 * rng.uniform(0.98, 1.03), cubic=True).repeat(r)
+              for r in [(1, 1, 1), (2, 1, 1), (2, 2, 1), (2, 2, 2), (3, 2, 2), (3, 3, 3)]]
+    for size in [(2, 2, 3), (3, 3, 4), (2, 2, 5)]:
+        frames += [fcc111("Ar", size, a=a0, vacuum=6.0), fcc100("Ar", size, a=a0, vacuum=6.0)]
+    for k in range(12):
+        if k % 4 == 0:
+            frames.append(Icosahedron("Ar", 2, latticeconstant=a0))
+            continue
+        pos = [np.zeros(3)]
+        while len(pos) < 2 + k:
+            p = rng.normal(0, 2.5, 3)
+            if min(np.linalg.norm(p - q) for q in pos) > 3.4:
+                pos.append(p)
+        frames.append(Atoms("Ar" * len(pos), positions=pos))
+    for atoms in frames:
+        atoms.rattle(0.1, seed=int(rng.integers(1 << 30)))
+        atoms.calc = LennardJones(sigma=3.4, epsilon=0.01, rc=7.0, smooth=True)
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+    return frames
+
+
+def test_cost_partition_balances_measured_row_times_on_a_mixed_database(tmp_path):
+    """Rows of every structure of a mixed database (bulk, slabs, clusters; 2b + SOAP) timed one by
+    one (CPU time); partitioned by the fit's cost (neighbour pairs + atoms) over P = 2 and 4 ranks,
+    the slowest rank's time is within 15% of the mean, where a partition by structure count is not."""
+    import time
+
+    from pargap.fit import build_models, covariance_rows, structure_cost
+    from pargap.parallel import balanced_partition
+    from pargap.progress import PhaseTimer
+
+    ase.io.write(tmp_path / "mixed.xyz", mixed_database(0) + mixed_database(1), format="extxyz")
+    (tmp_path / "fit.toml").write_text(f"""
+at_file = "{tmp_path / 'mixed.xyz'}"
+e0 = 0.0
+default_sigma = [0.01, 0.1, 0.1, 0.0]
+rnd_seed = 2
+[[gap]]
+descriptor = "distance_2b"
+cutoff = 5.0
+delta = 1.0
+theta_uniform = 0.5
+n_sparse = 30
+sparse_method = "uniform"
+[[gap]]
+descriptor = "soap"
+cutoff = 5.0
+n_max = 8
+l_max = 6
+atom_sigma = 0.6
+covariance_type = "dot_product"
+zeta = 2
+delta = 0.1
+n_sparse = 200
+sparse_method = "cur_points"
+""")
+    settings = load_toml(tmp_path / "fit.toml", [])
+    comm, log = SerialComm(), Log(SerialComm(), quiet=True)
+    structures, models, e0, _, _ = build_models(settings, comm, log, PhaseTimer(comm, log), seed=2)
+    covariance_rows(structures[:1], models, e0)  # compiled loops loaded before timing
+    seconds = []
+    for s in structures:
+        best = np.inf
+        for _ in range(7):  # the lowest of seven: little noise from other processes
+            start = time.process_time()
+            covariance_rows([s], models, e0)
+            best = min(best, time.process_time() - start)
+        seconds.append(best)
+    seconds = np.array(seconds)
+    assert seconds.max() > 30 * seconds.min()  # premise: very different sizes
+    costs = [structure_cost(s.atoms, settings.cutoff) for s in structures]
+    for P in (2, 4):
+        times = [seconds[o].sum() for o in balanced_partition(costs, P)]
+        print(f"P={P}: slowest rank {100 * (max(times) / np.mean(times) - 1):.1f}% above the mean")
+        assert max(times) / np.mean(times) - 1 < 0.15, (P, times)
+    by_count = [seconds[o].sum() for o in balanced_partition([1] * len(structures), 4)]
+    print(f"by count P=4: {100 * (max(by_count) / np.mean(by_count) - 1):.1f}%")
+    assert max(by_count) / np.mean(by_count) - 1 > 0.15  # the test can tell a bad partition

@@ -18,7 +18,8 @@ def parser():
         prog="pargap-fit",
         description="Fit a Gaussian Approximation Potential (sparse GP) with MPI. Settings come from a "
         "TOML file or, for QUIP users, from gap_fit's key=value command line (same names and meanings).",
-        epilog="Run under MPI with: mpirun -n P pargap-fit ... . Exit codes: 0 ok, 1 error, 2 usage, 3 internal.",
+        epilog="Run under MPI with: mpirun -n P pargap-fit ... . Exit codes: 0 ok, 1 error, 2 usage, 3 internal, "
+        "75 stopped by SIGTERM after writing a checkpoint (resume with --restart DIR).",
     )
     p.add_argument("config", nargs="*", metavar="SETTINGS.toml | key=value",
                    help="a TOML settings file, or gap_fit options such as at_file=... gap={...}")
@@ -26,9 +27,19 @@ def parser():
                    help="override a setting (TOML value syntax; e.g. --set sparse_jitter=1e-8 "
                    "--set gap.0.n_sparse=50); repeatable")
     p.add_argument("--checkpoint", metavar="DIR",
-                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve")
+                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve; "
+                   "on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
     p.add_argument("--restart", metavar="DIR",
-                   help="solve from the checkpoint in DIR (same settings; any number of ranks)")
+                   help="go on from the checkpoint in DIR (same settings; any number of ranks): build the "
+                   "rows it lacks, then solve")
+    p.add_argument("--stop-after", type=float, metavar="SECONDS",
+                   help="after this many seconds, stop as on SIGTERM: save a checkpoint at the next safe "
+                   "point and exit 75 (for a batch job's wall time when SIGTERM does not reach the ranks)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="no fit: print the estimated peak memory of each phase on every rank, from the "
+                   "data's sizes and the same partition as the fit (on --ranks P, or the launcher's ranks)")
+    p.add_argument("--ranks", type=int, metavar="P",
+                   help="with --dry-run on one process: the number of ranks to plan for")
     p.add_argument("--optimise", action="store_true",
                    help="first choose the hyperparameters that maximise the sparse GP's log marginal "
                    "likelihood, print the settings with them as TOML, then fit with them")
@@ -79,11 +90,14 @@ def optimise_settings(comm, settings, args, log):
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.ranks is not None and (args.ranks < 1 or not args.dry_run):
+        p.error("--ranks P (P >= 1) goes with --dry-run")
     if args.validation is not None and args.learning_curve is None:
-        parser().error("--validation is an option of --learning-curve")
+        p.error("--validation is an option of --learning-curve")
     if args.learning_curve is not None and (args.checkpoint or args.restart):
-        parser().error("--learning-curve runs its own fits: no --checkpoint or --restart")
+        p.error("--learning-curve runs its own fits: no --checkpoint or --restart")
     if args.print_config:
         # no MPI needed to translate settings
         from pargap.errors import PargapError
@@ -98,8 +112,11 @@ def main(argv=None):
     comm = start_mpi()
     if comm is None:
         return EXIT_ERROR
+    if args.dry_run:
+        return run(lambda: dry_run(comm, args), comm)
 
     def body():
+        from pargap.checkpoint import EXIT_STOPPED, StopSignal, Stopped
         from pargap.fit import fit, write_potential
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
@@ -114,15 +131,64 @@ def main(argv=None):
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
         if args.optimise:
             settings = optimise_settings(comm, settings, args, log)
-        potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart)
+        stop = StopSignal(comm, after_seconds=args.stop_after)  # SIGTERM: save what is done, exit EXIT_STOPPED
+        try:
+            potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart, stop=stop)
+        except Stopped as exc:
+            if comm.Get_rank() == 0:
+                print(f"pargap: {exc}", file=sys.stderr, flush=True)
+            return EXIT_STOPPED
+        finally:
+            stop.restore()
         with timer.phase("write"):
             write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
-        log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s, peak memory per rank max "
-            f"{max(p['peak_mb_max'] for p in summary['phases'].values()):.1f} MB")
+        log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s")
+        report_memory(comm, settings, log)
         return 0
 
     return run(body, comm)
+
+
+def dry_run(comm, args):
+    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit."""
+    from pargap import memory
+    from pargap.parallel import collective, on_root
+
+    settings = collective(comm, settings_from_args, args)
+    size = args.ranks or comm.Get_size()
+    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size) and None)
+    return 0
+
+
+def report_memory(comm, settings, log):
+    """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate."""
+    import numpy as np
+
+    from pargap import memory
+    from pargap.parallel import on_root
+    from pargap.progress import peak_memory_mb
+
+    if log.quiet:
+        return
+    peaks = np.array(comm.allgather(peak_memory_mb()))  # before the estimate's own work
+
+    def estimate():
+        try:
+            return [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size())[1]]
+        except Exception as exc:  # noqa: BLE001 - the fit is written; the report must not fail it
+            return f"{type(exc).__name__}: {exc}"
+
+    planned = on_root(comm, estimate)
+    if isinstance(planned, str):
+        log(f"peak memory per rank: measured max {peaks.max():.1f} MB, min {peaks.min():.1f}; no estimate ({planned})")
+        return
+    log(f"peak memory per rank: measured max {peaks.max():.1f} MB (rank {peaks.argmax()}), min {peaks.min():.1f}, "
+        f"mean {peaks.mean():.1f}; estimated (--dry-run model) max {max(planned):.1f} MB, "
+        f"measured/estimated {peaks.max() / max(planned):.2f}")
+    if len(peaks) <= 16:
+        log("peak memory per rank, measured/estimated MB: "
+            + ", ".join(f"{r}: {m:.0f}/{e:.0f}" for r, (m, e) in enumerate(zip(peaks, planned))))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,206 @@
+"""Per-rank memory of a fit, estimated from the data's sizes before fitting (``pargap-fit --dry-run``).
+
+Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
+
+    baseline      interpreter, numpy/scipy/ASE/h5py imports (BASE_MB), the numba runtime and
+                  compiled row loops (NUMBA_MB, + SOAP_MB with a SOAP model), MPI (MPI_MB if P > 1)
+    structures    the rank's ase.Atoms and observations: STRUCTURE_BYTES + ATOM_BYTES per atom
+    descriptors   descriptor values of the rank's structures, all models at once (no gradients):
+                  n_desc (D + 2) 8 bytes, twice (per-structure arrays, then the concatenated pool)
+    gradients     the transient of the worst structure while its rows are built, per model:
+                  G (3D + 8) 8 bytes of descriptor gradients (G gradient rows), the kernel-gradient
+                  block min(G, chunk) 3 M_k 8 bytes, and n_desc M_k 8 bytes x 4 (K, A, B, K~),
+                  plus its force rows n_atoms 3 M 8 bytes x 3 (per model, joined, scaled)
+    rows          the block [K_NM | y] of the rank, n_rows (M+1) 8 bytes
+    solve         the rows (factorised in place) plus (M+1)^2 8-byte triangles: 1 on a rank that
+                  only sends its R, 4 on a rank that merges two, and on rank 0 also K_MM's
+                  Cholesky factor and the prior rows (about 6 more)
+
+and the estimated peak is the largest phase. The constants were measured on this machine
+(Linux, CPython 3.11, numpy/OpenBLAS, Open MPI 4.1, one thread per rank): the baseline from fits
+of 6 small structures (2b alone: 172 MB; with SOAP: 177 MB; +10 MB on rank 0 under MPI), the
+data terms from fits whose rows and triangles reach 240 MB and 150 MB (within 5%, P = 1 and 2;
+tests/test_memory.py, bench/scaling.py). ru_maxrss (the measured peak) counts resident pages, as
+a batch system's memory limit does. Other platforms may shift the baseline by some 10 MB.
+
+The data's sizes come from :func:`sample_sizes`: the frame index (atom counts) of every structure
+and, for a sample of structures (all of them up to ``sample``, else the largest and an even spread),
+their observation rows, neighbour-pair cost and, per model, descriptor and gradient counts;
+structures outside the sample are scaled from the sample by their atom count.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+MB = 2**20
+BASE_MB = 112.0
+SOAP_MB = 5.0
+NUMBA_MB = 60.0
+MPI_MB = 10.0
+STRUCTURE_BYTES = 20_000
+ATOM_BYTES = 2_000
+DESCRIPTOR_COPIES = 2.0
+GRADIENT_FACTOR = 1.5
+SAMPLE = 256
+
+
+@dataclass
+class DataSizes:
+    """Sizes of a training set per structure (arrays over all structures, estimated outside the
+    sample) and per model (lists over the expanded models).
+
+    n_atoms, n_rows, cost (N_s,); desc (n_models, N_s) descriptors; grad (n_models, N_s) gradient
+    rows; dims, n_sparse per model; has_soap; sampled: how many structures were measured."""
+
+    n_atoms: np.ndarray
+    n_rows: np.ndarray
+    cost: np.ndarray
+    desc: np.ndarray
+    grad: np.ndarray
+    dims: list
+    n_sparse: list
+    has_soap: bool
+    sampled: int = 0
+    names: list = field(default_factory=list)
+
+
+def sample_indices(n_atoms, sample=SAMPLE):
+    """All structures if there are at most ``sample``, else the sample/4 largest and an even spread."""
+    n = len(n_atoms)
+    if n <= sample:
+        return list(range(n))
+    largest = np.argsort(-np.asarray(n_atoms), kind="stable")[: sample // 4]
+    spread = np.linspace(0, n - 1, sample - len(largest)).round().astype(int)
+    return sorted(set(largest.tolist()) | set(spread.tolist()))
+
+
+def sample_sizes(settings, sample=SAMPLE):
+    """DataSizes of ``settings.at_file`` with the models of ``settings`` (serial, one process)."""
+    from pargap.data import extract, read_frames, scan_frames
+    from pargap.fit import expand_models, structure_cost
+    from pargap.parallel import SerialComm
+    from pargap.fit import species_order
+
+    index = scan_frames(settings.at_file)
+    n_atoms = np.array(index.n_atoms, dtype=float)
+    which = sample_indices(index.n_atoms, sample)
+    frames = read_frames(index, which)
+    structures = [extract(a, i, settings, settings.at_file, check_sigma=False) for a, i in zip(frames, which)]
+    species = species_order(SerialComm(), structures)
+    expanded = expand_models(settings, species)
+    n = len(index)
+    rows, cost = np.zeros(n), np.zeros(n)
+    desc, grad = np.zeros((len(expanded), n)), np.zeros((len(expanded), n))
+    for s in structures:
+        i = s.index
+        rows[i] = s.n_rows
+        cost[i] = structure_cost(s.atoms, settings.cutoff)
+        gradients = s.forces is not None or s.virial is not None
+        for k, (descriptor, _, _, _) in enumerate(expanded):
+            d = descriptor.compute(s.atoms, gradients=gradients)
+            desc[k, i] = len(d)
+            grad[k, i] = 0 if d.grad_owner is None else len(d.grad_owner)
+    measured = np.zeros(n, dtype=bool)
+    measured[which] = True
+    per_atom = lambda v: v[measured].sum() / max(n_atoms[measured].sum(), 1)  # noqa: E731
+    rest = ~measured
+    rows[rest] = np.ceil(per_atom(rows) * n_atoms[rest])
+    cost[rest] = per_atom(cost) * n_atoms[rest]
+    for k in range(len(expanded)):
+        desc[k, rest] = per_atom(desc[k]) * n_atoms[rest]
+        grad[k, rest] = per_atom(grad[k]) * n_atoms[rest]
+    n_sparse = []
+    for k, (descriptor, _, g, _) in enumerate(expanded):
+        m = g.n_sparse or 0
+        if g.sparse_method in ("index_file", "file", "none") or not m:
+            m = _count_sparse(g) if g.sparse_method in ("index_file", "file") else int(desc[k].sum())
+        n_sparse.append(int(min(m, desc[k].sum())))
+    return DataSizes(n_atoms, rows, cost, desc, grad, [d.dimension for d, _, _, _ in expanded], n_sparse,
+                     any(d.name == "soap" for d, _, _, _ in expanded), len(which),
+                     [d.name for d, _, _, _ in expanded])
+
+
+def _count_sparse(g):
+    try:
+        with open(g.sparse_file) as fh:
+            return sum(1 for line in fh if line.strip())
+    except OSError:
+        return 0
+
+
+def gradient_bytes(n_atoms, desc, grad, dims, n_sparse):
+    """Transient bytes while one structure's rows are built (see the module docstring)."""
+    from pargap.observations import gradient_chunk
+
+    M = sum(n_sparse)
+    worst = 0.0
+    for n_d, G, D, M_k in zip(desc, grad, dims, n_sparse):
+        worst = max(worst, G * (3 * D + 8) * 8 + min(G, gradient_chunk(M_k)) * 3 * M_k * 8 + 4 * n_d * M_k * 8)
+    return GRADIENT_FACTOR * worst + 3 * n_atoms * 3 * M * 8
+
+
+def estimate(sizes, structures, rank, size):
+    """Estimated peak MB of each phase on ``rank`` of ``size`` owning ``structures`` (indices)."""
+    which = list(structures)
+    M = sum(sizes.n_sparse)
+    base = BASE_MB + NUMBA_MB * (len(which) > 0) + SOAP_MB * sizes.has_soap + MPI_MB * (size > 1)
+    held = (STRUCTURE_BYTES * len(which) + ATOM_BYTES * sizes.n_atoms[which].sum()) / MB
+    desc = sum(sizes.desc[k, which].sum() * (D + 2) * 8 for k, D in enumerate(sizes.dims)) * DESCRIPTOR_COPIES / MB
+    grads = max((gradient_bytes(sizes.n_atoms[i], sizes.desc[:, i], sizes.grad[:, i], sizes.dims, sizes.n_sparse)
+                 for i in which), default=0.0) / MB
+    rows = sizes.n_rows[which].sum() * (M + 1) * 8 / MB
+    triangle = (M + 1) ** 2 * 8 / MB
+    merges = rank % 2 == 0 and rank + 1 < size
+    triangles = 1 + 3 * merges + 6 * (rank == 0)
+    phases = {
+        "descriptors": base + held + desc,
+        "gradients": base + held + grads,
+        "covariance rows": base + held + rows + grads,
+        "solve": base + held + rows + triangles * triangle,
+    }
+    phases["peak"] = max(phases.values())
+    return phases
+
+
+def plan(sizes, size):
+    """Partition the structures over ``size`` ranks as the fit does (by neighbour-pair cost) ->
+    (Partition per rank, estimate per rank)."""
+    from pargap.parallel import partition_structures
+
+    parts = [partition_structures(sizes.n_atoms.astype(int).tolist(), r, size,
+                                  sizes.cost.tolist() if size > 1 else None) for r in range(size)]
+    return parts, [estimate(sizes, p.structures, p.rank, size) for p in parts]
+
+
+def report(sizes, size, stream=None):
+    """The --dry-run table: per rank, the rows, descriptors and estimated peak MB of each phase."""
+    import sys
+
+    stream = stream or sys.stdout
+    parts, estimates = plan(sizes, size)
+    M = sum(sizes.n_sparse)
+    n = len(sizes.n_atoms)
+    print(f"[pargap] dry run: {n} structures, {int(sizes.n_atoms.sum())} atoms, {int(sizes.n_rows.sum())} rows "
+          f"x {M} sparse points ({', '.join(f'{nm} {m}' for nm, m in zip(sizes.names, sizes.n_sparse))}); "
+          f"{sizes.sampled} structures measured, the rest scaled by atom count", file=stream)
+    print(f"[pargap] estimated peak memory per rank (MB) on {size} rank(s), "
+          f"cost imbalance {100 * parts[0].imbalance:.1f}%", file=stream)
+    header = f"{'rank':>6s} {'structures':>10s} {'rows':>10s} {'descriptors':>12s} {'gradients':>10s} " \
+             f"{'cov. rows':>10s} {'solve':>10s} {'peak':>10s}"
+    print(header, file=stream)
+    shown = range(size) if size <= 16 else sorted({0, 1, size - 1} | {int(np.argmax([e['peak'] for e in estimates]))})
+    for r in shown:
+        e = estimates[r]
+        which = list(parts[r].structures)
+        print(f"{r:6d} {len(which):10d} {int(sizes.n_rows[which].sum()):10d} {e['descriptors']:12.1f} "
+              f"{e['gradients']:10.1f} {e['covariance rows']:10.1f} {e['solve']:10.1f} {e['peak']:10.1f}", file=stream)
+    peak = max(e["peak"] for e in estimates)
+    print(f"[pargap] largest estimated peak per rank: {peak:.0f} MB; ask the batch system for about "
+          f"{memory_request(peak)} per rank", file=stream)
+    return estimates
+
+
+def memory_request(peak_mb, margin=1.2):
+    """A per-rank memory request with a margin, rounded up to 100 MB, as Slurm/PBS want it ("1200M")."""
+    return f"{int(np.ceil(peak_mb * margin / 100.0) * 100)}M"
