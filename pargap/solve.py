@@ -9,9 +9,12 @@
 row blocks distributed on the ranks: each rank factorises [A_p | b_p] in place, then the
 (M+1)-column R factors are combined pairwise up a binary tree; the root adds the prior rows
 [U | 0], back-substitutes and broadcasts alpha. Memory per rank: its rows plus a few (M+1)^2
-triangles.
+triangles. ``scalapack_solve`` is the 2-D block-cyclic QR (ScaLAPACK) for M too large for one
+rank: K_MM is built tile by tile where it lives and factorised distributed, so no rank holds
+the N x M or the M x M matrix. ``choose_solver`` picks between them by memory.
 """
 
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -148,3 +151,135 @@ def tsqr_solve_block(comm, block, U):
     if rank == 0:
         _warn_condition(solution)
     return solution
+
+
+def covariance_sparse_tile(models, jitter, rows, cols):
+    """Tile K[rows][:, cols] of the block-diagonal K_MM + jitter I of several models (their
+    sparse points concatenated in order), rows and cols 0-based global indices. Equals
+    ``Model.covariance_sparse`` restricted to the tile: w_i k(s_i, s_j) w_j, + jitter on i = j."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    K = np.zeros((len(rows), len(cols)))
+    start = 0
+    for m in models:
+        stop = start + m.n_sparse
+        r = np.flatnonzero((rows >= start) & (rows < stop))
+        c = np.flatnonzero((cols >= start) & (cols < stop))
+        if len(r) and len(c):
+            i, j = rows[r] - start, cols[c] - start
+            w = m.sparse_weight
+            K[np.ix_(r, c)] = w[i, None] * m.kernel(m.sparse_x[i], m.sparse_x[j]) * w[None, j]
+        start = stop
+    K[rows[:, None] == cols[None, :]] += jitter
+    return K
+
+
+def scalapack_solve(comm, block, K_mm_tile, block_size=64):
+    """2-D block-cyclic QR by ScaLAPACK. Every rank passes its rows block = [A_p | b_p]
+    (n_p, M+1) (not modified) and ``K_mm_tile(rows, cols)``, which returns the tile of
+    K_MM + jitter I at those 0-based global indices; every rank returns the same Solution.
+
+    The distributed matrix G ((M + P h) x (M+1), square block_size blocks on a near-square grid)
+    is, from the top: the prior rows [U | 0], with K_MM built tile by tile on the ranks that own
+    it and factorised there (pdpotrf, K_MM = U^T U); then every rank's rows, padded with zero rows
+    to the tallest block's height h (zero rows leave the least-squares solution unchanged, and
+    make the blocks a valid P x 1 block layout that pdgemr2d redistributes). pdgeqrf on [A | b]
+    leaves [R | Q^T b] on top; pdtrtrs solves R alpha = (Q^T b)_:M. The condition estimate is
+    the 2-norm one, by power iterations (:func:`_distributed_condition`). Memory per rank: its rows block
+    twice (it and its share of G) plus (M+1)^2 / P. Under a SerialComm, MPI's COMM_SELF is used."""
+    from mpi4py import MPI
+
+    from pargap import scalapack as sl
+
+    M = block.shape[1] - 1
+    if not isinstance(comm, MPI.Comm):  # SerialComm: one process, BLACS still needs an MPI communicator
+        comm = MPI.COMM_SELF
+    rank, size = comm.Get_rank(), comm.Get_size()
+    h = max(1, comm.allreduce(block.shape[0], op=MPI.MAX))
+    if comm.allreduce(int(not np.all(np.isfinite(block)))):
+        raise PargapError("the least-squares matrix has non-finite entries (NaN or infinity in the rows)")
+    with sl.Grid(comm, *sl.grid_shape(size)) as grid, sl.Grid(comm, size, 1) as column:
+        G = sl.Distributed(grid, M + size * h, M + 1, block_size, block_size)
+        # local rows (columns) are in ascending global order: those of the prior come first
+        k_r, k_c = np.count_nonzero(G.rows < M), np.count_nonzero(G.cols < M)
+        top, rows, cols = G.local[:k_r], G.rows[:k_r], G.cols[:k_c]
+        top[:, :k_c] = K_mm_tile(rows, cols)
+        if sl.potrf(M, G) != 0:
+            raise PargapError("K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, "
+                              "more distinct sparse points")
+        top[:, :k_c][rows[:, None] > cols[None, :]] = 0.0  # pdpotrf leaves K_MM's lower triangle
+        if block.shape[0] == h and block.dtype == np.float64 and block.flags.f_contiguous:
+            padded = block
+        else:
+            padded = np.zeros((h, M + 1), order="F")
+            padded[: block.shape[0]] = block
+        source = sl.Distributed(column, size * h, M + 1, h, M + 1, local=padded)
+        sl.copy(size * h, M + 1, source, 1, 1, G, M + 1, 1, grid.context)
+        del source, padded
+        sl.geqrf(M + size * h, M + 1, G)
+        diagonal = np.abs(top[:, :k_c][rows[:, None] == cols[None, :]])
+        if not comm.allreduce(float(np.min(diagonal, initial=np.inf)), op=MPI.MIN) > 0:
+            raise PargapError("the least-squares matrix is rank deficient: raise sparse_jitter or use fewer sparse points")
+        condition = _distributed_condition(comm, G, M, block_size)
+        if sl.trtrs(M, 1, G, 1, 1, G, 1, M + 1) != 0:
+            raise PargapError("the triangular solve failed: raise sparse_jitter or use fewer sparse points")
+        alpha, residual = np.zeros(M), np.zeros(1)
+        if k_c < len(G.cols):  # this rank holds part of the last column [alpha ; residual ; ...]
+            alpha[rows] = top[:, k_c]
+            if k_r < len(G.rows) and G.rows[k_r] == M:
+                residual[0] = abs(G.local[k_r, k_c])
+        del G, top
+    comm.Allreduce(MPI.IN_PLACE, alpha)
+    comm.Allreduce(MPI.IN_PLACE, residual)
+    if not np.all(np.isfinite(alpha)):
+        raise PargapError("the solve produced non-finite coefficients: raise sparse_jitter or use fewer sparse points")
+    solution = Solution(alpha, condition, float(residual[0]))
+    if rank == 0:
+        _warn_condition(solution)
+    return solution
+
+
+def norm_by_power(gram, n, comm, iterations=100, rtol=1e-6):
+    """||B||_2 by power iteration on B^T B: ``gram(x)`` returns B^T B x (the same on every rank).
+    The estimate sqrt(x^T B^T B x), |x| = 1, is a lower bound that converges to ||B||_2; rank 0
+    decides when to stop, so every rank runs the same number of steps."""
+    x = np.random.default_rng(0).uniform(0.5, 1.5, n)  # no sign pattern to be orthogonal to
+    x /= np.linalg.norm(x)
+    estimate = 0.0
+    for _ in range(iterations):
+        y = gram(x)
+        new = float(np.sqrt(max(x @ y, 0.0)))
+        norm_y = np.linalg.norm(y)
+        if not (np.isfinite(norm_y) and norm_y > 0):
+            return new if np.isfinite(norm_y) else np.inf
+        x = y / norm_y
+        if comm.bcast(abs(new - estimate) <= rtol * new, root=0):
+            return new
+        estimate = new
+    return new
+
+
+def _distributed_condition(comm, G, M, block_size):
+    """2-norm condition estimate ||R|| ||R^-1|| of the upper M x M triangle R of the distributed
+    G (the same on every rank), by power iterations on R^T R and R^-1 R^-T: each step two
+    distributed triangular products or solves (pdtrmv, pdtrsv) of an M-vector, O(M^2 / P) flops."""
+    from mpi4py import MPI
+
+    from pargap import scalapack as sl
+
+    vector = sl.Distributed(G.grid, M, 1, block_size, block_size)
+    mine = vector.local.shape[1] > 0
+
+    def apply(x, op, first, second):
+        if mine:
+            vector.local[:, 0] = x[vector.rows]
+        op(first, M, G, vector)
+        op(second, M, G, vector)
+        out = np.zeros(M)
+        if mine:
+            out[vector.rows] = vector.local[:, 0]
+        comm.Allreduce(MPI.IN_PLACE, out)
+        return out
+
+    norm_R = norm_by_power(lambda x: apply(x, sl.trmv, "N", "T"), M, comm)  # R^T (R x)
+    norm_R_inverse = norm_by_power(lambda x: apply(x, sl.trsv, "T", "N"), M, comm)  # R^-1 (R^-T x)
+    return float(norm_R * norm_R_inverse)
