@@ -168,8 +168,8 @@ class FitSettings:
                 raise ConfigError(f"config_type_sigma '{ct}' needs 4 values, got {len(sig)}")
         if self.e0_method not in ("isolated", "average"):
             raise ConfigError(f"e0_method must be 'isolated' or 'average', got '{self.e0_method}'")
-        if self.solver not in ("auto", "tsqr", "serial"):
-            raise ConfigError(f"solver must be auto, tsqr or serial, got '{self.solver}'")
+        if self.solver not in ("auto", "tsqr", "scalapack", "serial"):
+            raise ConfigError(f"solver must be auto, tsqr, scalapack or serial, got '{self.solver}'")
         if not self.hessian_delta > 0:
             raise ConfigError(f"hessian_delta must be positive, got {self.hessian_delta}")
         if not self.sparse_jitter >= 0:
