@@ -10,8 +10,8 @@ row blocks distributed on the ranks: each rank factorises [A_p | b_p] in place, 
 (M+1)-column R factors are combined pairwise up a binary tree; the root adds the prior rows
 [U | 0], back-substitutes and broadcasts alpha. Memory per rank: its rows plus a few (M+1)^2
 triangles. ``scalapack_solve`` is the 2-D block-cyclic QR (ScaLAPACK) for M too large for one
-rank: K_MM is built tile by tile where it lives and factorised distributed, so no rank holds
-the N x M or the M x M matrix. ``choose_solver`` picks between them by memory.
+rank: each rank reduces its rows in place first, then K_MM is built tile by tile where it lives
+and factorised distributed, so no rank holds the N x M matrix, nor an M x M one beyond its rows. ``choose_solver`` picks between them by memory.
 """
 
 import os
@@ -235,17 +235,20 @@ def covariance_sparse_tile(models, jitter, rows, cols):
 
 def scalapack_solve(comm, block, K_mm_tile, block_size=64):
     """2-D block-cyclic QR by ScaLAPACK. Every rank passes its rows block = [A_p | b_p]
-    (n_p, M+1) (not modified) and ``K_mm_tile(rows, cols)``, which returns the tile of
-    K_MM + jitter I at those 0-based global indices; every rank returns the same Solution.
+    (n_p, M+1) (factorised in place when Fortran-ordered float64, as for TSQR) and
+    ``K_mm_tile(rows, cols)``, which returns the tile of K_MM + jitter I at those 0-based global
+    indices; every rank returns the same Solution.
 
-    The distributed matrix G ((M + P h) x (M+1), square block_size blocks on a near-square grid)
-    is, from the top: the prior rows [U | 0], with K_MM built tile by tile on the ranks that own
-    it and factorised there (pdpotrf, K_MM = U^T U); then every rank's rows, padded with zero rows
-    to the tallest block's height h (zero rows leave the least-squares solution unchanged, and
-    make the blocks a valid P x 1 block layout that pdgemr2d redistributes). pdgeqrf on [A | b]
-    leaves [R | Q^T b] on top; pdtrtrs solves R alpha = (Q^T b)_:M. The condition estimate is
-    the 2-norm one, by Lanczos iterations (:func:`_distributed_condition`). Memory per rank: its rows block
-    twice (it and its share of G) plus (M+1)^2 / P. Under a SerialComm, MPI's COMM_SELF is used."""
+    Each rank first reduces its rows to their R factor R_p (min(n_p, M+1) rows, LAPACK, in place,
+    no communication: never more than the rows it holds). The distributed matrix G
+    ((M + P h) x (M+1), square block_size blocks on a near-square grid) is, from the top: the
+    prior rows [U | 0], with K_MM built tile by tile on the ranks that own it and factorised there
+    (pdpotrf, K_MM = U^T U); then the R_p, padded with zero rows to the tallest one's height h (zero
+    rows leave the least-squares solution unchanged, and make the R_p a valid P x 1 block layout
+    that pdgemr2d redistributes). pdgeqrf on [A | b] leaves [R | Q^T b] on top; pdtrtrs solves
+    R alpha = (Q^T b)_:M. The condition estimate is the 2-norm one (Lanczos,
+    :func:`_distributed_condition`). Memory per rank beyond its rows: R_p twice (at most its rows)
+    and its share of G, about (M + P h) (M+1) / P. Under a SerialComm, MPI's COMM_SELF is used."""
     from mpi4py import MPI
 
     from pargap import scalapack as sl
@@ -254,9 +257,10 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
     if not isinstance(comm, MPI.Comm):  # SerialComm: one process, BLACS still needs an MPI communicator
         comm = MPI.COMM_SELF
     rank, size = comm.Get_rank(), comm.Get_size()
-    h = max(1, comm.allreduce(block.shape[0], op=MPI.MAX))
     if comm.allreduce(int(not np.all(np.isfinite(block)))):
         raise PargapError("the least-squares matrix has non-finite entries (NaN or infinity in the rows)")
+    R_p = _r_of(block)
+    h = max(1, comm.allreduce(R_p.shape[0], op=MPI.MAX))
     with sl.Grid(comm, *sl.grid_shape(size)) as grid, sl.Grid(comm, size, 1) as column:
         G = sl.Distributed(grid, M + size * h, M + 1, block_size, block_size)
         # local rows (columns) are in ascending global order: those of the prior come first
@@ -267,11 +271,9 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
             raise PargapError("K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, "
                               "more distinct sparse points")
         top[:, :k_c][rows[:, None] > cols[None, :]] = 0.0  # pdpotrf leaves K_MM's lower triangle
-        if block.shape[0] == h and block.dtype == np.float64 and block.flags.f_contiguous:
-            padded = block
-        else:
-            padded = np.zeros((h, M + 1), order="F")
-            padded[: block.shape[0]] = block
+        padded = np.zeros((h, M + 1), order="F")
+        padded[: R_p.shape[0]] = R_p
+        del R_p
         source = sl.Distributed(column, size * h, M + 1, h, M + 1, local=padded)
         sl.copy(size * h, M + 1, source, 1, 1, G, M + 1, 1, grid.context)
         del source, padded
