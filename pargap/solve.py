@@ -44,27 +44,40 @@ def cholesky_factor(K_mm):
         ) from None
 
 
-def _r_of(block):
-    """R factor (k, M+1) of a block [A | b], k = min(rows, M+1), by LAPACK dgeqrf. A Fortran-ordered
-    float64 block is factorised in place (and destroyed) without a copy; others are copied once."""
-    if block.shape[0] == 0:
-        return np.zeros((0, block.shape[1]))
+def _qr_in_place(block):
+    """LAPACK dgeqrf of a block [A | b] (n, M+1), n > 0: R in the upper triangle of its first
+    min(n, M+1) rows, reflectors below. A Fortran-ordered float64 block is factorised in place
+    (and destroyed) without a copy; others are copied once."""
     a = np.asfortranarray(block, dtype=float)
     lwork, info = scipy.linalg.lapack.dgeqrf_lwork(*a.shape)  # blocked Householder workspace
     qr, _, _, info = scipy.linalg.lapack.dgeqrf(a, lwork=max(int(lwork), 1), overwrite_a=True)
     if info != 0:
         raise PargapError(f"QR factorisation failed (LAPACK dgeqrf info={info})")
-    return np.triu(qr[: min(block.shape)])
+    return qr
 
 
-def condition_estimate(R):
-    """2-norm condition number of the triangle R (that of A): exact by SVD up to M = 4000, beyond
-    that the lower bound max|R_ii| / min|R_ii|."""
-    if R.shape[0] <= 4000:
+def _r_of(block):
+    """R factor (k, M+1) of a block [A | b], k = min(rows, M+1) (see :func:`_qr_in_place`)."""
+    if block.shape[0] == 0:
+        return np.zeros((0, block.shape[1]))
+    return np.triu(_qr_in_place(block)[: min(block.shape)])
+
+
+def condition_estimate(R, exact_up_to=4000):
+    """2-norm condition number of the triangle R (that of A): exact by SVD up to M = exact_up_to,
+    beyond that by Lanczos on R^T R and R^-1 R^-T (:func:`largest_eigenvalue`, a lower bound
+    that converges to it), as the ScaLAPACK solver does."""
+    if R.shape[0] <= exact_up_to:
         s = scipy.linalg.svdvals(R, check_finite=False)
         return float(s[0] / s[-1]) if s[-1] > 0 else np.inf
-    d = np.abs(np.diag(R))
-    return float(d.max() / d.min())
+    from pargap.parallel import SerialComm
+
+    def inverse_gram(x):
+        y = scipy.linalg.solve_triangular(R, x, trans="T", check_finite=False)
+        return scipy.linalg.solve_triangular(R, y, check_finite=False)
+
+    gram = largest_eigenvalue(lambda x: R.T @ (R @ x), R.shape[0], SerialComm())
+    return float(np.sqrt(gram * largest_eigenvalue(inverse_gram, R.shape[0], SerialComm())))
 
 
 def _back_substitute(R_aug, M):
@@ -259,8 +272,8 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
     rank, size = comm.Get_rank(), comm.Get_size()
     if comm.allreduce(int(not np.all(np.isfinite(block)))):
         raise PargapError("the least-squares matrix has non-finite entries (NaN or infinity in the rows)")
-    R_p = _r_of(block)
-    h = max(1, comm.allreduce(R_p.shape[0], op=MPI.MAX))
+    k = min(block.shape)  # rows of this rank's R factor
+    h = max(1, comm.allreduce(k, op=MPI.MAX))
     with sl.Grid(comm, *sl.grid_shape(size)) as grid, sl.Grid(comm, size, 1) as column:
         G = sl.Distributed(grid, M + size * h, M + 1, block_size, block_size)
         # local rows (columns) are in ascending global order: those of the prior come first
@@ -271,9 +284,11 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
             raise PargapError("K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, "
                               "more distinct sparse points")
         top[:, :k_c][rows[:, None] > cols[None, :]] = 0.0  # pdpotrf leaves K_MM's lower triangle
-        padded = np.zeros((h, M + 1), order="F")
-        padded[: R_p.shape[0]] = R_p
-        del R_p
+        padded = np.zeros((h, M + 1), order="F")  # R_p, then zero rows
+        if k:
+            padded[:k] = _qr_in_place(block)[:k]
+            for j in range(k - 1):
+                padded[j + 1:k, j] = 0.0  # the reflectors below R_p
         source = sl.Distributed(column, size * h, M + 1, h, M + 1, local=padded)
         sl.copy(size * h, M + 1, source, 1, 1, G, M + 1, 1, grid.context)
         del source, padded

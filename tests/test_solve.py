@@ -107,3 +107,11 @@ def test_settings_accept_the_scalapack_solver():
     with pytest.raises(ConfigError, match="auto, tsqr, scalapack or serial"):
         FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="lapack")
     assert FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="scalapack").solver == "scalapack"
+
+
+def test_condition_estimate_beyond_the_svd_equals_it(rng):
+    """The Lanczos estimate used for large M (here forced) equals the SVD's 2-norm condition number."""
+    from pargap.solve import condition_estimate
+
+    R = np.triu(rng.normal(size=(60, 60))) / 60 + np.diag(np.logspace(-2, 1, 60))
+    assert condition_estimate(R, exact_up_to=0) == pytest.approx(np.linalg.cond(R), rel=1e-8)
