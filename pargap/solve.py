@@ -252,16 +252,17 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
     ``K_mm_tile(rows, cols)``, which returns the tile of K_MM + jitter I at those 0-based global
     indices; every rank returns the same Solution.
 
-    Each rank first reduces its rows to their R factor R_p (min(n_p, M+1) rows, LAPACK, in place,
-    no communication: never more than the rows it holds). The distributed matrix G
-    ((M + P h) x (M+1), square block_size blocks on a near-square grid) is, from the top: the
-    prior rows [U | 0], with K_MM built tile by tile on the ranks that own it and factorised there
-    (pdpotrf, K_MM = U^T U); then the R_p, padded with zero rows to the tallest one's height h (zero
-    rows leave the least-squares solution unchanged, and make the R_p a valid P x 1 block layout
-    that pdgemr2d redistributes). pdgeqrf on [A | b] leaves [R | Q^T b] on top; pdtrtrs solves
-    R alpha = (Q^T b)_:M. The condition estimate is the 2-norm one (Lanczos,
-    :func:`_distributed_condition`). Memory per rank beyond its rows: R_p twice (at most its rows)
-    and its share of G, about (M + P h) (M+1) / P. Under a SerialComm, MPI's COMM_SELF is used."""
+    Each rank with more rows than columns first reduces them to their R factor R_p (M+1 rows,
+    LAPACK, in place, no communication, never more than the rows it holds); the others keep their
+    rows as R_p. The distributed matrix G ((M + P h) x (M+1), square block_size blocks on a
+    near-square grid) is, from the top: the prior rows [U | 0], with K_MM built tile by tile on the
+    ranks that own it and factorised there (pdpotrf, K_MM = U^T U); then the R_p, padded with zero
+    rows to the tallest one's height h (zero rows leave the least-squares solution unchanged, and
+    make the R_p a valid P x 1 block layout that pdgemr2d redistributes). pdgeqrf on [A | b]
+    leaves [R | Q^T b] on top; pdtrtrs solves R alpha = (Q^T b)_:M. The condition estimate is the
+    2-norm one (Lanczos, :func:`_distributed_condition`). Memory per rank beyond its rows: the
+    padded R_p (at most its rows) and its share of G, (M + P h) (M+1) / P, h <= M+1.
+    Under a SerialComm, MPI's COMM_SELF is used."""
     from mpi4py import MPI
 
     from pargap import scalapack as sl
@@ -284,11 +285,13 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
             raise PargapError("K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, "
                               "more distinct sparse points")
         top[:, :k_c][rows[:, None] > cols[None, :]] = 0.0  # pdpotrf leaves K_MM's lower triangle
-        padded = np.zeros((h, M + 1), order="F")  # R_p, then zero rows
-        if k:
+        padded = np.zeros((h, M + 1), order="F")  # R_p (or the rows themselves), then zero rows
+        if block.shape[0] > M + 1:
             padded[:k] = _qr_in_place(block)[:k]
             for j in range(k - 1):
                 padded[j + 1:k, j] = 0.0  # the reflectors below R_p
+        else:  # no taller than wide: reducing would not shrink the rows
+            padded[:k] = block
         source = sl.Distributed(column, size * h, M + 1, h, M + 1, local=padded)
         sl.copy(size * h, M + 1, source, 1, 1, G, M + 1, 1, grid.context)
         del source, padded
