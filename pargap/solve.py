@@ -323,16 +323,17 @@ def largest_eigenvalue(apply, n, comm, steps=80, rtol=1e-12):
     returns the product, the same on every rank) by Lanczos with full reorthogonalisation. The
     largest Ritz value is a lower bound that rises to it, fast at the ends of the spectrum;
     rank 0 decides when it has settled, so every rank runs the same steps. Memory: steps n-vectors."""
+    steps = min(steps, n)
+    Q = np.zeros((steps, n))  # the Lanczos basis, by rows
     q = np.random.default_rng(0).uniform(0.5, 1.5, n)  # no sign pattern to be orthogonal to
-    basis = [q / np.linalg.norm(q)]
+    Q[0] = q / np.linalg.norm(q)
     diagonal, off = [], []
     ritz = 0.0
-    for j in range(min(steps, n)):
-        w = apply(basis[j])
-        diagonal.append(float(basis[j] @ w))
-        Q = np.array(basis)
+    for j in range(steps):
+        w = apply(Q[j])
+        diagonal.append(float(Q[j] @ w))
         for _ in range(2):  # twice is enough (Kahan-Parlett)
-            w -= Q.T @ (Q @ w)
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
         beta = float(np.linalg.norm(w))
         previous = ritz
         ritz = float(scipy.linalg.eigvalsh_tridiagonal(np.array(diagonal), np.array(off))[-1]) if off \
@@ -340,10 +341,10 @@ def largest_eigenvalue(apply, n, comm, steps=80, rtol=1e-12):
         if not np.isfinite(ritz):
             return np.inf
         settled = beta <= 1e-14 * max(abs(ritz), 1e-300) or abs(ritz - previous) <= rtol * abs(ritz)
-        if comm.bcast(settled, root=0):
+        if comm.bcast(settled, root=0) or j + 1 == steps:
             break
         off.append(beta)
-        basis.append(w / beta)
+        Q[j + 1] = w / beta
     return max(ritz, 0.0)
 
 
