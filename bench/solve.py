@@ -117,12 +117,20 @@ def main():
         if not drivers:
             continue
         del block  # factorised in place: the gathered matrix is drawn again
-        gathered = comm.gather(rows(rank, size, N, M), root=0)
-        if rank == 0:
-            A = np.vstack(gathered + [np.column_stack([np.eye(M), np.zeros(M)])])
-            del gathered
+        mine = rows(rank, size, N, M)
+        if rank == 0:  # buffers, not pickles: a block may pass 2 GB
+            A = np.zeros((N + M, M + 1), order="F")
+            A[N:, :M] = np.eye(M)
+            start = 0
+            for r in range(size):
+                if r:
+                    mine = np.empty((N // size + (r < N % size), M + 1), order="F")
+                    comm.Recv(mine, source=r, tag=98)
+                A[start:start + len(mine)] = mine
+                start += len(mine)
+            del mine
             b = A[:, M].copy()
-            A = np.asfortranarray(A[:, :M])
+            A = A[:, :M]  # a Fortran-ordered view
             threads = openblas_threads(size)
             for driver in drivers:
                 start = time.perf_counter()
@@ -134,6 +142,8 @@ def main():
             for r in range(1, size):
                 comm.send(None, dest=r, tag=99)
         else:
+            comm.Send(mine, dest=0, tag=98)
+            del mine
             idle_until(comm, 99)
 
 
