@@ -220,10 +220,17 @@ def choose_solver(comm, M, requested="auto"):
         return requested, "as set (solver)"
     need = TSQR_TRIANGLES * 8.0 * (M + 1) ** 2
     have = memory_per_rank(comm)
-    verdict = f"TSQR needs {need / 2**30:.2f} GiB beyond the rows on rank 0, {have / 2**30:.2f} GiB available per rank"
+    verdict = f"TSQR needs {_size(need)} beyond the rows on rank 0, {_size(have)} available per rank"
     if need <= MEMORY_FRACTION * have:
         return "tsqr", verdict
     return "scalapack", verdict + f" (more than {MEMORY_FRACTION:.0%})"
+
+
+def _size(n_bytes):
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes:.0f} bytes"
 
 
 def covariance_sparse_tile(models, jitter, rows, cols):
