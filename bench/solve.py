@@ -94,8 +94,8 @@ def main():
         def report(name, seconds, alpha=None):
             if rank != 0:
                 return
-            diff = "" if alpha is None else \
-                f"; max relative difference from tsqr {np.max(np.abs(alpha - reference)) / np.max(np.abs(reference)):.1e}"
+            diff = "" if alpha is None else "; max relative difference from tsqr " \
+                f"{np.max(np.abs(alpha - reference)) / np.max(np.abs(reference)):.1e}"
             print(f"  {name:<14} {seconds:8.2f} s  {flops / seconds / 1e9:6.1f} GFLOP/s = "
                   f"{flops / seconds / (rate * size):4.0%} of {size} x DGEMM{diff}", flush=True)
 

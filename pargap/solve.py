@@ -11,7 +11,8 @@ row blocks distributed on the ranks: each rank factorises [A_p | b_p] in place, 
 [U | 0], back-substitutes and broadcasts alpha. Memory per rank: its rows plus a few (M+1)^2
 triangles. ``scalapack_solve`` is the 2-D block-cyclic QR (ScaLAPACK) for M too large for one
 rank: each rank reduces its rows in place first, then K_MM is built tile by tile where it lives
-and factorised distributed, so no rank holds the N x M matrix, nor an M x M one beyond its rows. ``choose_solver`` picks between them by memory.
+and factorised distributed, so no rank holds the N x M matrix, nor an M x M one beyond its rows.
+``choose_solver`` picks between them by memory.
 """
 
 import os
@@ -305,7 +306,8 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
         sl.geqrf(M + size * h, M + 1, G)
         diagonal = np.abs(top[:, :k_c][rows[:, None] == cols[None, :]])
         if not comm.allreduce(float(np.min(diagonal, initial=np.inf)), op=MPI.MIN) > 0:
-            raise PargapError("the least-squares matrix is rank deficient: raise sparse_jitter or use fewer sparse points")
+            raise PargapError("the least-squares matrix is rank deficient: raise sparse_jitter or use fewer "
+                              "sparse points")
         condition = _distributed_condition(comm, G, M, block_size)
         if sl.trtrs(M, 1, G, 1, 1, G, 1, M + 1) != 0:
             raise PargapError("the triangular solve failed: raise sparse_jitter or use fewer sparse points")

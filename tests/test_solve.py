@@ -106,7 +106,8 @@ def test_settings_accept_the_scalapack_solver():
 
     with pytest.raises(ConfigError, match="auto, tsqr, scalapack or serial"):
         FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="lapack")
-    assert FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="scalapack").solver == "scalapack"
+    settings = FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="scalapack")
+    assert settings.solver == "scalapack"
 
 
 def test_condition_estimate_beyond_the_svd_equals_it(rng):
