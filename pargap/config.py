@@ -29,6 +29,7 @@ from pargap.errors import ConfigError
 
 SPARSE_METHODS = ("uniform", "random", "none", "index_file", "file", "cur_points", "farthest_point")
 KERNEL_NAMES = ("ard_se", "dot_product")
+SOLVERS = ("auto", "tsqr", "scalapack", "serial")  # auto: tsqr when its (M+1)^2 triangles fit in memory
 
 # The descriptor settings each descriptor takes (besides the kernel and sparsification ones).
 DESCRIPTOR_KEYS = {
@@ -179,8 +180,8 @@ class FitSettings:
                 raise ConfigError(f"config_type_sigma '{ct}' needs 4 values, got {len(sig)}")
         if self.e0_method not in ("isolated", "average"):
             raise ConfigError(f"e0_method must be 'isolated' or 'average', got '{self.e0_method}'")
-        if self.solver not in ("auto", "tsqr", "serial"):
-            raise ConfigError(f"solver must be auto, tsqr or serial, got '{self.solver}'")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"solver must be one of {', '.join(SOLVERS)}, got '{self.solver}'")
         if not self.hessian_delta > 0:
             raise ConfigError(f"hessian_delta must be positive, got {self.hessian_delta}")
         if not self.sparse_jitter >= 0:

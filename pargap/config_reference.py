@@ -65,8 +65,9 @@ DESCRIPTIONS = {
     "FitSettings.hessian_delta": "displacement (A) of the central difference that turns force rows into "
                                  "Hessian-eigenvalue rows",
     "FitSettings.rnd_seed": "seed of the sparse point selection; -1: drawn on rank 0 and recorded in the potential",
-    "FitSettings.solver": "least-squares solver: `tsqr` (distributed tall-skinny QR), `serial` (rows gathered "
-                          "on rank 0: a reference) or `auto`",
+    "FitSettings.solver": "least-squares solver: `tsqr` (distributed tall-skinny QR), `scalapack` (2-D "
+                          "block-cyclic QR, K_MM distributed too), `serial` (rows gathered on rank 0: a reference) "
+                          "or `auto` (tsqr when its (M+1)^2 triangles fit in half the memory per rank)",
     "FitSettings.do_copy_at_file": "accepted for gap_fit command lines; no effect (no XML copy of the data)",
     "FitSettings.sparse_separate_file": "accepted for gap_fit command lines; no effect (one HDF5 file)",
     "GapSettings.descriptor": "the descriptor: pair distance, angle triplet (r_ij + r_ik, (r_ij - r_ik)^2, r_jk) "
@@ -115,7 +116,7 @@ ALLOWED = {
     "GapSettings.covariance_type": config.KERNEL_NAMES,
     "GapSettings.sparse_method": config.SPARSE_METHODS,
     "FitSettings.e0_method": getattr(config, "E0_METHODS", ("isolated", "average")),
-    "FitSettings.solver": getattr(config, "SOLVERS", ("auto", "tsqr", "serial")),
+    "FitSettings.solver": config.SOLVERS,
 }
 
 HOW_TO_FIX = ("add a one-line description for {keys} to DESCRIPTIONS in pargap/config_reference.py (and "

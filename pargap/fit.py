@@ -28,7 +28,8 @@ from pargap.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
 from pargap.parallel import SerialComm, collective, collective_flag, gather_sorted, on_root, partition_structures
 from pargap.potential import Potential
 from pargap.progress import Log, PhaseTimer
-from pargap.solve import cholesky_factor, serial_solve_block, solve_on_root, tsqr_solve_block
+from pargap.solve import (choose_solver, cholesky_factor, covariance_sparse_tile, scalapack_solve,
+                          serial_solve_block, solve_on_root, tsqr_solve_block)
 from pargap.sparsify import DescriptorPool, select_sparse
 
 
@@ -432,18 +433,23 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         log(f"checkpoint written to {checkpoint}")
 
     with timer.phase("solve"):
-        def prior_factor():  # K_MM = U^T U, needed on rank 0 only
-            return cholesky_factor(_block_diagonal([m.covariance_sparse(settings.sparse_jitter) for m in models]))
+        solver, reason = choose_solver(comm, M, settings.solver)
+        log(f"solver {solver}: {reason}")
+        if solver == "scalapack":  # K_MM built and factorised distributed: no rank holds M x M
+            def tile(rows, cols):
+                return covariance_sparse_tile(models, settings.sparse_jitter, rows, cols)
 
-        U = collective(comm, lambda: prior_factor() if rank == 0 else None)
-        solver = settings.solver
-        if solver == "auto":
-            solver = "tsqr"
-        if solver == "serial":
-            blocks = comm.gather(block, root=0)
-            solution = solve_on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
+            solution = collective(comm, scalapack_solve, comm, block, tile)
         else:
-            solution = tsqr_solve_block(comm, block, U)
+            def prior_factor():  # K_MM = U^T U, needed on rank 0 only
+                return cholesky_factor(_block_diagonal([m.covariance_sparse(settings.sparse_jitter) for m in models]))
+
+            U = collective(comm, lambda: prior_factor() if rank == 0 else None)
+            if solver == "serial":
+                blocks = comm.gather(block, root=0)
+                solution = solve_on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
+            else:
+                solution = tsqr_solve_block(comm, block, U)
         del block
         log(f"solved by {solver}: condition estimate {solution.condition:.3e}, "
             f"residual {solution.residual:.4e}")

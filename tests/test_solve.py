@@ -49,3 +49,70 @@ def test_ill_conditioned_warns_never_nan(rng):
     with pytest.warns(RuntimeWarning, match="sparse_jitter"):
         sol = serial_solve(A, rng.normal(size=50), 1e-12 * np.eye(6))
     assert np.all(np.isfinite(sol.alpha))
+
+
+def test_covariance_tiles_assemble_the_block_diagonal_K_mm(rng):
+    """Tiles at scattered global indices equal the same entries of the block-diagonal K_MM of
+    several models (each Model.covariance_sparse, jitter included), zero between models."""
+    import scipy.linalg
+
+    from conftest import random_model
+    from pargap.solve import covariance_sparse_tile
+
+    models = [random_model(rng, M=M, theta=0.3 + 0.1 * k) for k, M in enumerate((7, 4, 9))]
+    K_mm = scipy.linalg.block_diag(*[m.covariance_sparse(1e-3) for m in models])
+    rows = np.sort(rng.choice(20, 11, replace=False))
+    cols = np.sort(rng.choice(20, 13, replace=False))
+    np.testing.assert_allclose(covariance_sparse_tile(models, 1e-3, rows, cols), K_mm[np.ix_(rows, cols)],
+                               rtol=1e-13, atol=1e-15)
+    everything = np.arange(20)
+    np.testing.assert_allclose(covariance_sparse_tile(models, 1e-3, everything, everything), K_mm, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [1, 6, 40])
+def test_lanczos_finds_the_largest_eigenvalue(rng, n):
+    from pargap.solve import largest_eigenvalue
+
+    B = rng.normal(size=(n + 3, n)) @ np.diag(np.logspace(0, 3, n))
+    expected = np.linalg.norm(B, 2) ** 2
+    assert largest_eigenvalue(lambda x: B.T @ (B @ x), n, SerialComm()) == pytest.approx(expected, rel=1e-10)
+
+
+def test_auto_picks_tsqr_when_its_triangles_fit_else_scalapack(monkeypatch):
+    from pargap.solve import choose_solver
+
+    monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "1G")  # TSQR at M = 3000: 6 x 8 x 3001^2 = 0.40 GiB
+    assert choose_solver(SerialComm(), 3000)[0] == "tsqr"
+    monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "512M")  # 0.40 GiB > half of 0.5 GiB
+    solver, reason = choose_solver(SerialComm(), 3000)
+    assert solver == "scalapack" and "412.3 MiB" in reason and "512.0 MiB" in reason
+    assert choose_solver(SerialComm(), 3000, "serial") == ("serial", "as set (solver)")
+    monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "lots")
+    with pytest.raises(PargapError, match="PARGAP_MEMORY_PER_RANK"):
+        choose_solver(SerialComm(), 3000)
+
+
+def test_memory_per_rank_reads_meminfo(monkeypatch):
+    from pargap.solve import memory_per_rank, parse_bytes
+
+    monkeypatch.delenv("PARGAP_MEMORY_PER_RANK", raising=False)
+    assert 0 < memory_per_rank(SerialComm()) < 2**50
+    assert parse_bytes("2G") == 2 * 2**30 and parse_bytes("8e9") == 8e9 and parse_bytes("1.5kb") == 1536
+
+
+def test_settings_accept_the_scalapack_solver():
+    from pargap.config import FitSettings
+    from pargap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="auto, tsqr, scalapack, serial"):
+        FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="lapack")
+    settings = FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="scalapack")
+    assert settings.solver == "scalapack"
+
+
+def test_condition_estimate_beyond_the_svd_equals_it(rng):
+    """The Lanczos estimate used for large M (here forced) equals the SVD's 2-norm condition number."""
+    from pargap.solve import condition_estimate
+
+    R = np.triu(rng.normal(size=(60, 60))) / 60 + np.diag(np.logspace(-2, 1, 60))
+    assert condition_estimate(R, exact_up_to=0) == pytest.approx(np.linalg.cond(R), rel=1e-8)
