@@ -92,10 +92,10 @@ def _open(comm, path, mode):
     return h5py.File(path, mode)
 
 
-def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_structures):
+def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_structures, data_hash=None):
     """Write the checkpoint of a fit whose rows are this rank's ``block`` (n_p, M+1); the rows of
     all ranks cover ``structures`` (file indices, the same list on every rank) of the file's
-    ``n_structures``."""
+    ``n_structures``; data_hash: the training file's SHA-256, checked on restart."""
     folder = Path(folder)
     zero = [type(m)(m.descriptor, m.kernel, m.sparse_x, m.sparse_weight, np.zeros(m.n_sparse), m.gap_index)
             for m in models]
@@ -103,7 +103,8 @@ def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_str
     def save_models():
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            Potential(zero, e0, settings_toml, {"rnd_seed": seed}).save(folder / "models.h5")
+            provenance = {"rnd_seed": seed} | ({"at_file_sha256": data_hash} if data_hash else {})
+            Potential(zero, e0, settings_toml, provenance).save(folder / "models.h5")
         except OSError as exc:
             raise PargapError(f"cannot write the checkpoint in {folder}: {exc}") from None
 
@@ -179,3 +180,12 @@ def load_rows(comm, folder, extra=0):
         for at in range(start, stop, ROW_CHUNK):
             block[at - start:min(at + ROW_CHUNK, stop) - start] = rows[at:min(at + ROW_CHUNK, stop)]
     return block
+
+
+def saved_data_hash(folder):
+    """The SHA-256 of the training file a checkpoint was made from ("" for old checkpoints)."""
+    import h5py
+
+    with h5py.File(Path(folder) / "models.h5", "r") as f:
+        value = f["provenance"].attrs.get("at_file_sha256", "")
+    return value.decode() if isinstance(value, bytes) else str(value)

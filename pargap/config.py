@@ -182,6 +182,9 @@ class FitSettings:
             raise ConfigError(f"e0_method must be 'isolated' or 'average', got '{self.e0_method}'")
         if self.solver not in SOLVERS:
             raise ConfigError(f"solver must be one of {', '.join(SOLVERS)}, got '{self.solver}'")
+        if self.solver == "scalapack" and self.store_covariance:
+            raise ConfigError("store_covariance = true needs the R factor on one rank: use solver = \"tsqr\" "
+                              "or \"auto\" (the ScaLAPACK solver keeps R distributed and stores no /gp)")
         if not self.hessian_delta > 0:
             raise ConfigError(f"hessian_delta must be positive, got {self.hessian_delta}")
         if not self.sparse_jitter >= 0:

@@ -56,8 +56,8 @@ DESCRIPTIONS = {
     "FitSettings.esp_points_parameter_name": "info key of the ESP points (3K numbers, A)",
     "FitSettings.total_charge_parameter_name": "info key of a structure's total charge (e)",
     "FitSettings.store_covariance": "store the fit's (M, M) R factor in the potential for the predictive variance "
-                                    "(unset: only when M <= 20000)",
-    "FitSettings.core_ip_args": "core (baseline) potential: `IP Glue` (QUIP glue XML) or `IP pair_table` (pargap's "
+                                    "(unset: only when M <= 20000; not with solver = scalapack, which keeps R distributed)",
+    "FitSettings.core_ip_args": "core (baseline) potential: `IP Glue` (QUIP glue XML) or `pair_table` (pargap's "
                                 "tabulated pair file); its energy, forces, virial and Hessian are subtracted from the "
                                 "targets and added back on prediction",
     "FitSettings.core_param_file": "the core potential's parameter file (gap_fit's default `quip_params.xml`); "

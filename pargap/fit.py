@@ -396,6 +396,11 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         with timer.phase("restart"):
             models, e0, seed, covered, n_structures, n_saved = saved.load_state(comm, restart, settings)
             data_hash = on_root(comm, file_hash, settings.at_file)
+            made_from = on_root(comm, saved.saved_data_hash, restart)
+            if made_from and made_from != data_hash:  # the rows would belong to other structures
+                raise InputError(f"the training data changed since the checkpoint in {restart} was written "
+                                 "(SHA-256 differs): restart with the same file, or fit afresh",
+                                 file=settings.at_file)
             complete = len(covered) >= n_structures
             done = [int(i) for i in covered]
         if not complete:
@@ -421,7 +426,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     if stopped or (stop is not None and stop.agreed()):  # a stop request before the solve
         folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
         with timer.phase("checkpoint"):
-            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures)
+            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures, data_hash)
         raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} "
                             f"structures written to {folder}; resume with --restart {folder}", folder)
     n_total = comm.allreduce(block.shape[0])
@@ -429,7 +434,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
     if checkpoint and not (restart and complete):
         with timer.phase("checkpoint"):
-            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures)
+            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures, data_hash)
         log(f"checkpoint written to {checkpoint}")
 
     with timer.phase("solve"):
@@ -470,10 +475,14 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         "rnd_seed": seed,
         "condition_estimate": solution.condition,
         "n_rows": int(n_total),
+        "solver": solver,
     } | charge_info
     store = settings.store_covariance
     if store is None:
         store = M <= STORE_COVARIANCE_MAX_M
+    if store and solver == "scalapack":
+        log("no predictive-variance factor (/gp) in the potential: the ScaLAPACK solver keeps R distributed "
+            "(solver = \"tsqr\" keeps it, when its triangles fit on rank 0)")
     return Potential(models, e0, settings_toml, provenance, core=core, charge_models=charge_models,
                      factor=solution.factor if store else None, sparse_jitter=settings.sparse_jitter)
 

@@ -350,6 +350,9 @@ class Likelihood:
         from pargap.fit import build_rows
 
         settings = self.settings_for(theta)
+        # the rebuilds must not append to print_sparse_index (the final fit writes it once)
+        settings = dataclasses.replace(settings, gap=tuple(dataclasses.replace(g, print_sparse_index=None)
+                                                           for g in settings.gap))
         core = collective(self.comm, load_core, settings)  # the targets are net of a core potential
         models, _, block, _ = build_rows(settings, self.comm, self.quiet, PhaseTimer(self.comm, self.quiet),
                                          settings.rnd_seed, core)

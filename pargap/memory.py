@@ -140,8 +140,10 @@ def gradient_bytes(n_atoms, desc, grad, dims, n_sparse):
     return GRADIENT_FACTOR * worst + 3 * n_atoms * 3 * M * 8
 
 
-def estimate(sizes, structures, rank, size):
-    """Estimated peak MB of each phase on ``rank`` of ``size`` owning ``structures`` (indices)."""
+def estimate(sizes, structures, rank, size, solver="tsqr", height=None, total_rows=None):
+    """Estimated peak MB of each phase on ``rank`` of ``size`` owning ``structures`` (indices),
+    for the solver "tsqr", "scalapack" (``height``: the largest min(rows, M+1) over the ranks) or
+    "serial" (``total_rows``: all ranks' rows, gathered on rank 0)."""
     which = list(structures)
     M = sum(sizes.n_sparse)
     base = BASE_MB + NUMBA_MB * (len(which) > 0) + SOAP_MB * sizes.has_soap + MPI_MB * (size > 1)
@@ -151,41 +153,79 @@ def estimate(sizes, structures, rank, size):
                  for i in which), default=0.0) / MB
     rows = sizes.n_rows[which].sum() * (M + 1) * 8 / MB
     triangle = (M + 1) ** 2 * 8 / MB
-    merges = rank % 2 == 0 and rank + 1 < size
-    triangles = 1 + 3 * merges + 6 * (rank == 0)
+    if solver == "scalapack":  # padded copy of the rank's R_p (or rows) + its share of the stacked matrix
+        h = height if height is not None else min(sizes.n_rows[which].sum(), M + 1)
+        solve = rows + 2 * h * (M + 1) * 8 / MB + M * (M + 1) * 8 / size / MB
+    elif solver == "serial":  # rank 0 gathers every rank's rows and stacks them (two copies)
+        gathered = 2 * (total_rows if total_rows is not None else sizes.n_rows.sum()) * (M + 1) * 8 / MB
+        solve = rows + (gathered + 3 * triangle if rank == 0 else 0.0)
+    else:
+        merges = rank % 2 == 0 and rank + 1 < size
+        solve = rows + (1 + 3 * merges + 6 * (rank == 0)) * triangle
     phases = {
         "descriptors": base + held + desc,
         "gradients": base + held + grads,
         "covariance rows": base + held + rows + grads,
-        "solve": base + held + rows + triangles * triangle,
+        "solve": base + held + solve,
     }
     phases["peak"] = max(phases.values())
     return phases
 
 
-def plan(sizes, size):
+def planned_solver(sizes, solver="auto", memory_per_rank=None):
+    """The solver the fit's "auto" rule (pargap.solve.choose_solver) would pick for these sizes:
+    tsqr while its triangles take at most MEMORY_FRACTION of ``memory_per_rank`` (bytes;
+    PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core), scalapack otherwise."""
+    import os
+
+    from pargap.solve import MEMORY_FRACTION, TSQR_TRIANGLES, parse_bytes
+
+    if solver != "auto":
+        return solver
+    if memory_per_rank is None:
+        if os.environ.get("PARGAP_MEMORY_PER_RANK"):
+            memory_per_rank = parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
+        else:
+            try:
+                with open("/proc/meminfo") as fh:
+                    available = next(float(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+            except (OSError, StopIteration, ValueError, IndexError):
+                available = float("inf")
+            memory_per_rank = available / (os.cpu_count() or 1)
+    M = sum(sizes.n_sparse)
+    return "tsqr" if TSQR_TRIANGLES * 8.0 * (M + 1) ** 2 <= MEMORY_FRACTION * memory_per_rank else "scalapack"
+
+
+def plan(sizes, size, solver="auto"):
     """Partition the structures over ``size`` ranks as the fit does (by neighbour-pair cost) ->
-    (Partition per rank, estimate per rank)."""
+    (Partition per rank, estimate per rank) for ``solver`` (as planned_solver decides for auto)."""
     from pargap.parallel import partition_structures
 
     parts = [partition_structures(sizes.n_atoms.astype(int).tolist(), r, size,
                                   sizes.cost.tolist() if size > 1 else None) for r in range(size)]
-    return parts, [estimate(sizes, p.structures, p.rank, size) for p in parts]
+    solver = planned_solver(sizes, solver)
+    M = sum(sizes.n_sparse)
+    height = max((min(int(sizes.n_rows[list(p.structures)].sum()), M + 1) for p in parts), default=0)
+    return parts, [estimate(sizes, p.structures, p.rank, size, solver, height, int(sizes.n_rows.sum()))
+                   for p in parts]
 
 
-def report(sizes, size, stream=None):
+def report(sizes, size, stream=None, solver="auto"):
     """The --dry-run table: per rank, the rows, descriptors and estimated peak MB of each phase."""
     import sys
 
     stream = stream or sys.stdout
-    parts, estimates = plan(sizes, size)
+    parts, estimates = plan(sizes, size, solver)
     M = sum(sizes.n_sparse)
     n = len(sizes.n_atoms)
     print(f"[pargap] dry run: {n} structures, {int(sizes.n_atoms.sum())} atoms, {int(sizes.n_rows.sum())} rows "
           f"x {M} sparse points ({', '.join(f'{nm} {m}' for nm, m in zip(sizes.names, sizes.n_sparse))}); "
           f"{sizes.sampled} structures measured, the rest scaled by atom count", file=stream)
+    chosen = planned_solver(sizes, solver)
     print(f"[pargap] estimated peak memory per rank (MB) on {size} rank(s), "
-          f"cost imbalance {100 * parts[0].imbalance:.1f}%", file=stream)
+          f"cost imbalance {100 * parts[0].imbalance:.1f}%; solve column for the {chosen} solver"
+          + (" (auto; set PARGAP_MEMORY_PER_RANK to the compute nodes' memory per rank to plan for them)"
+             if solver == "auto" else ""), file=stream)
     header = f"{'rank':>6s} {'structures':>10s} {'rows':>10s} {'descriptors':>12s} {'gradients':>10s} " \
              f"{'cov. rows':>10s} {'solve':>10s} {'peak':>10s}"
     print(header, file=stream)

@@ -32,8 +32,9 @@ class PredictiveVariance:
 
     def __init__(self, potential):
         if potential.factor is None:
-            raise InputError("this potential has no GP factor for the predictive variance: fit it with "
-                             "store_covariance = true")
+            raise InputError("this potential has no GP factor (/gp) for the predictive variance: fit it "
+                             "with store_covariance = true and solver = \"tsqr\" (or \"auto\" when TSQR is "
+                             "chosen; the ScaLAPACK solver stores none)")
         M = sum(m.n_sparse for m in potential.models)
         if potential.factor.shape != (M, M):
             raise InputError(f"the GP factor is {potential.factor.shape}, but the models have {M} sparse points")

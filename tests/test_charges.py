@@ -303,6 +303,21 @@ def test_esp_only_fit_from_a_gapfit_command_line(tmp_path, rng):
     np.testing.assert_allclose(atoms.get_charges(), [FIXED[z] for z in atoms.numbers], atol=1e-6)
 
 
+def test_charge_only_fit_refuses_the_energy_row_flags(tmp_path, rng, capsys):
+    """--checkpoint, --stop-after and --optimise act on energy rows: a charge-only fit says so
+    (exit 1) instead of ignoring them, and writes nothing."""
+    from pargap.cli.fit import main as fit_main
+
+    ase.io.write(tmp_path / "train.xyz", fixed_charge_frames(rng, n=2), format="extxyz")
+    line = [f"at_file={tmp_path / 'train.xyz'}", f"gp_file={tmp_path / 'q.h5'}",
+            "charge_gap={soap cutoff=3 n_max=3 l_max=2 atom_sigma=0.5 covariance_type=ard_se "
+            "theta_uniform=1e4 delta=1 n_sparse=1}"]
+    for flags in (["--checkpoint", str(tmp_path / "ck")], ["--stop-after", "10"], ["--optimise"]):
+        assert fit_main(["-q", *line, *flags]) == 1
+        assert f"{flags[0]}: not available for a fit with charge models only" in capsys.readouterr().err
+    assert not (tmp_path / "q.h5").exists() and not (tmp_path / "ck").exists()
+
+
 def test_shipped_example_data_follow_the_convention():
     """examples/charges/data: every frame reads as charge data (points in Angstrom outside the
     atoms, values in volts, neutral), and its least-squares point charges are chemically sensible

@@ -121,3 +121,24 @@ def test_dry_run_under_mpirun_plans_for_its_ranks(job):
     assert mpi.stdout.count("dry run:") == 1
     one = _fit(job / "fit.toml", "--dry-run", "--ranks", "2")
     assert _table(mpi.stdout) == _table(one.stdout) and len(_table(one.stdout)) == 2
+
+
+def test_the_solve_column_follows_the_solver():
+    """At M = 5e4 on 256 ranks of ~2400 rows, TSQR's triangles (tens of GB on rank 0) dominate; the
+    ScaLAPACK plan holds about three times the rows block per rank; auto picks by the memory budget."""
+    from pargap.memory import DataSizes, plan, planned_solver
+
+    P, M = 256, 50_000
+    n = 4 * P
+    sizes = DataSizes(n_atoms=np.full(n, 64.0), n_rows=np.full(n, 610.0), cost=np.full(n, 1.0),
+                      desc=np.full((1, n), 64.0), grad=np.full((1, n), 2000.0), dims=[253], n_sparse=[M],
+                      has_soap=True, sampled=10, names=["soap"])
+    rows_mb = 4 * 610 * (M + 1) * 8 / 2**20
+    tsqr = plan(sizes, P, "tsqr")[1]
+    scalapack = plan(sizes, P, "scalapack")[1]
+    assert tsqr[0]["solve"] > 6 * (M + 1) ** 2 * 8 / 2**20  # rank 0 holds the triangles
+    for e in scalapack:
+        assert 2.9 * rows_mb < e["solve"] - BASE_MB < 3.1 * rows_mb + 400
+    assert planned_solver(sizes, "auto", memory_per_rank=2 * 2**30) == "scalapack"
+    small = DataSizes(**{**sizes.__dict__, "n_sparse": [500]})
+    assert planned_solver(small, "auto", memory_per_rank=2 * 2**30) == "tsqr"

@@ -182,3 +182,21 @@ def test_a_restart_stopped_again_saves_old_and_new_rows_together(small):
     last = pargap_fit(1, folder / "fit.toml", "--restart", ck, "--set", f"gp_file='{gp}'")
     assert last.returncode == 0, last.stderr
     assert_same(alpha_of(gp), reference)
+
+
+def test_restart_refuses_a_changed_training_file(small, tmp_path):
+    folder, _ = small
+    data = tmp_path / "train.xyz"
+    data.write_bytes((folder / "train.xyz").read_bytes())
+    toml = tmp_path / "fit.toml"
+    toml.write_text((folder / "fit.toml").read_text().replace(str(folder / "train.xyz"), str(data)))
+    ck = tmp_path / "ck"
+    run = pargap_fit(1, toml, "--set", f"gp_file='{tmp_path / 'c.h5'}'", "--checkpoint", ck,
+                     env={TEST_SIGNAL_AFTER: "5"})
+    assert run.returncode == EXIT_STOPPED, run.stderr
+    frames = ase.io.read(data, ":")
+    ase.io.write(data, frames[:-2], format="extxyz")  # two structures fewer: the saved rows no longer match
+    again = pargap_fit(1, toml, "--restart", ck, "--set", f"gp_file='{tmp_path / 'c.h5'}'")
+    assert again.returncode == 1
+    assert "training data changed" in again.stderr and str(data) in again.stderr
+    assert not (tmp_path / "c.h5").exists()

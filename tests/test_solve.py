@@ -116,3 +116,12 @@ def test_condition_estimate_beyond_the_svd_equals_it(rng):
 
     R = np.triu(rng.normal(size=(60, 60))) / 60 + np.diag(np.logspace(-2, 1, 60))
     assert condition_estimate(R, exact_up_to=0) == pytest.approx(np.linalg.cond(R), rel=1e-8)
+
+
+def test_store_covariance_is_refused_with_the_scalapack_solver():
+    from pargap.config import FitSettings
+    from pargap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="store_covariance = true needs the R factor on one rank"):
+        FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="scalapack",
+                    store_covariance=True)

@@ -71,6 +71,17 @@ def settings_from_args(args):
     return settings_from_dict(data)
 
 
+def check_charge_only(settings, args):
+    """A fit with charge models only (no gap) has no energy rows to checkpoint, stop or optimise."""
+    if settings.gap:
+        return
+    flags = [flag for flag, on in (("--checkpoint", args.checkpoint), ("--restart", args.restart),
+                                   ("--stop-after", args.stop_after is not None), ("--optimise", args.optimise),
+                                   ("--learning-curve", args.learning_curve is not None)) if on]
+    if flags:
+        raise ConfigError(f"{', '.join(flags)}: not available for a fit with charge models only (no gap entry)")
+
+
 def optimise_settings(comm, settings, args, log):
     """--optimise: the settings with the hyperparameters of maximum likelihood, printed as TOML."""
     from pargap.likelihood import optimise
@@ -96,8 +107,11 @@ def main(argv=None):
         p.error("--ranks P (P >= 1) goes with --dry-run")
     if args.validation is not None and args.learning_curve is None:
         p.error("--validation is an option of --learning-curve")
-    if args.learning_curve is not None and (args.checkpoint or args.restart):
-        p.error("--learning-curve runs its own fits: no --checkpoint or --restart")
+    if args.learning_curve is not None and (args.checkpoint or args.restart or args.optimise
+                                            or args.stop_after is not None):
+        p.error("--learning-curve runs its own fits: no --checkpoint, --restart, --optimise or --stop-after")
+    if args.dry_run and (args.optimise or args.learning_curve is not None):
+        p.error("--dry-run plans the memory of one fit: no --optimise or --learning-curve")
     if args.print_config:
         # no MPI needed to translate settings
         from pargap.errors import PargapError
@@ -122,6 +136,7 @@ def main(argv=None):
         from pargap.progress import Log, PhaseTimer
 
         settings = collective(comm, settings_from_args, args)
+        collective(comm, check_charge_only, settings, args)
         log = Log(comm, quiet=args.quiet)
         timer = PhaseTimer(comm, log)
         if args.learning_curve is not None:
@@ -129,14 +144,19 @@ def main(argv=None):
 
             return learning_curve(settings, comm, log, args.learning_curve, args.validation)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
-        if args.optimise:
-            settings = optimise_settings(comm, settings, args, log)
         stop = StopSignal(comm, after_seconds=args.stop_after)  # SIGTERM: save what is done, exit EXIT_STOPPED
         try:
+            if args.optimise:
+                settings = optimise_settings(comm, settings, args, log)
+                if stop.agreed():
+                    raise Stopped("stopped (SIGTERM or --stop-after) during --optimise, before any rows: nothing "
+                                  "to checkpoint; the settings found so far are printed above")
             potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart, stop=stop)
         except Stopped as exc:
             if comm.Get_rank() == 0:
-                print(f"pargap: {exc}", file=sys.stderr, flush=True)
+                hint = ("; --restart needs the settings printed by --optimise (save them to a file)"
+                        if args.optimise and exc.args and "resume" in str(exc) else "")
+                print(f"pargap: {exc}{hint}", file=sys.stderr, flush=True)
             return EXIT_STOPPED
         finally:
             stop.restore()
@@ -144,7 +164,7 @@ def main(argv=None):
             write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
         log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s")
-        report_memory(comm, settings, log)
+        report_memory(comm, settings, log, potential.provenance.get("solver", settings.solver))
         return 0
 
     return run(body, comm)
@@ -157,11 +177,11 @@ def dry_run(comm, args):
 
     settings = collective(comm, settings_from_args, args)
     size = args.ranks or comm.Get_size()
-    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size) and None)
+    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size, solver=settings.solver) and None)
     return 0
 
 
-def report_memory(comm, settings, log):
+def report_memory(comm, settings, log, solver="auto"):
     """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate."""
     import numpy as np
 
@@ -175,7 +195,7 @@ def report_memory(comm, settings, log):
 
     def estimate():
         try:
-            return [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size())[1]]
+            return [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size(), solver)[1]]
         except Exception as exc:  # noqa: BLE001 - the fit is written; the report must not fail it
             return f"{type(exc).__name__}: {exc}"
 
