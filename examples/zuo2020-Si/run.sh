@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Zuo et al. (2020) silicon GAP: fit on the training part, validate on the held-out part.
+# Usage: run.sh [DATA_DIR]   (from any directory; DATA_DIR defaults to ../shared/data seen from the
+# repository root; NPROC=4 run.sh for 4 MPI ranks). Writes train.xyz, validation.xyz, potential.h5,
+# fit.log, eval.log, eval.json and summary.json into this folder.
+set -euo pipefail
+EXAMPLE=zuo2020-Si
+SOURCE=zuo2020_mlip_benchmark/Si_train.xyz
+SPLIT_ARGS=()
+PUB_E=2.91 PUB_F=0.07 PUB_NOTE="Zuo et al. 2020 GAP, official test set"
+E_UNIT=meV/atom F_UNIT=eV/A
+source "$(dirname -- "${BASH_SOURCE[0]}")/../_run_example.sh"
+run_example "$@"
