@@ -303,6 +303,17 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
     expanded = expand_models(settings, species)
     with timer.phase("descriptors"):
         pools = descriptor_pools(structures, expanded)
+        counts = comm.allreduce(np.array([len(pool.x) for pool in pools], dtype=np.int64))
+    # species expansion (add_species) makes a model for every species combination; one that no
+    # structure has (e.g. O-O in ethanol) has no descriptors and contributes nothing: drop it
+    unused = [k for k, ((_, _, g, _), n) in enumerate(zip(expanded, counts)) if n == 0 and g.add_species]
+    for k in unused:
+        descriptor = expanded[k][0]
+        log(f"model {k} ({descriptor.name} " + " ".join(
+            f"{key}={value}" for key, value in descriptor.params().items() if key.startswith("Z"))
+            + "): no descriptors in the data, dropped")
+    expanded = [e for k, e in enumerate(expanded) if k not in unused]
+    pools = [p for k, p in enumerate(pools) if k not in unused]
     check("descriptors")
 
     with timer.phase("sparse points"):

@@ -75,3 +75,27 @@ def test_two_body_gap_recovers_lennard_jones(tmp_path):
     force_rmse = np.sqrt(np.mean((pred_f - ref_f) ** 2))
     assert force_rmse < 0.02 * ref_f.std(), (force_rmse, ref_f.std())
     assert np.sqrt(np.mean((pred_e - ref_e) ** 2)) < 0.02 * ref_e.std()
+
+
+def test_species_combinations_absent_from_the_data_are_dropped(tmp_path, rng):
+    """CO molecules have C-O pairs only: of the three distance_2b models species expansion makes,
+    C-C and O-O have no descriptors; they are dropped and the C-O model fits the Morse-like data."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for r in rng.uniform(1.0, 1.5, 12):
+        atoms = Atoms("CO", positions=[[0, 0, 0], [0, 0, r]])
+        e = 5.0 * (1 - np.exp(-2.0 * (r - 1.13))) ** 2
+        f = 20.0 * (1 - np.exp(-2.0 * (r - 1.13))) * np.exp(-2.0 * (r - 1.13))
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=[[0, 0, f], [0, 0, -f]])
+        frames.append(atoms)
+    ase.io.write(tmp_path / "co.xyz", frames, format="extxyz")
+    settings = settings_from_dict({
+        "at_file": str(tmp_path / "co.xyz"), "default_sigma": [1e-4, 1e-3, 0.0, 0.0], "e0": 0.0,
+        "gap": [{"descriptor": "distance_2b", "cutoff": 2.5, "delta": 1.0, "theta_uniform": 0.3,
+                 "n_sparse": 12, "sparse_method": "uniform"}]})
+    potential = fit(settings, SerialComm(), Log(SerialComm(), quiet=True))
+    assert [(m.descriptor.params()["Z1"], m.descriptor.params()["Z2"]) for m in potential.models] == [(6, 8)]
+    test = Atoms("CO", positions=[[0, 0, 0], [0, 0, 1.25]])
+    expected = 5.0 * (1 - np.exp(-2.0 * (1.25 - 1.13))) ** 2
+    assert potential.predict(test)["energy"] == pytest.approx(expected, abs=2e-3)
