@@ -65,10 +65,11 @@ def _r_of(block):
     return np.triu(_qr_in_place(block)[: min(block.shape)])
 
 
-def condition_estimate(R, exact_up_to=4000):
+def condition_estimate(R, exact_up_to=1000):
     """2-norm condition number of the triangle R (that of A): exact by SVD up to M = exact_up_to,
     beyond that by Lanczos on R^T R and R^-1 R^-T (:func:`largest_eigenvalue`, a lower bound
-    that converges to it), as the ScaLAPACK solver does."""
+    that converges to it), as the ScaLAPACK solver does. Beyond M = 1000 the SVD would be the
+    slowest step on rank 0 (5 s at M = 3000 against 0.2 s for Lanczos, which agreed to 1e-12)."""
     if R.shape[0] <= exact_up_to:
         s = scipy.linalg.svdvals(R, check_finite=False)
         return float(s[0] / s[-1]) if s[-1] > 0 else np.inf
