@@ -191,17 +191,9 @@ SEED_OFFSET = 1000
 
 def expand_charge_models(settings, species):
     """(descriptor, kernel, settings, index) of every charge model after gap_fit's species expansion."""
-    from pargap.descriptors import make_descriptor
-    from pargap.fit import species_expansion
-    from pargap.kernels import make_kernel
+    from pargap.fit import expand_models
 
-    expanded = []
-    for k, g in enumerate(settings.charge_gap):
-        for extra in species_expansion(g, species):
-            descriptor = make_descriptor(g.descriptor, **(g.descriptor_params() | extra))
-            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, **g.kernel_params())
-            expanded.append((descriptor, kernel, g, k))
-    return expanded
+    return expand_models(settings, species, settings.charge_gap)
 
 
 def fit_charge_models(settings, comm, log, timer, seed, structures=None):

@@ -229,20 +229,25 @@ def _check_charge_settings(settings):
             raise ConfigError(f"{name} must be a positive number, got {value}")
 
 
+def _gap_entries(entries, key):
+    """GapSettings of each table in ``entries`` (one table or a list of them) of setting ``key``."""
+    if isinstance(entries, dict):
+        entries = [entries]
+    models = []
+    for k, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{key}[{k}] must be a table of settings")
+        models.append(_build(GapSettings, entry, f"{key}[{k}]"))
+    return tuple(models)
+
+
 def _charge_models_from_dict(data):
     """Build the ``charge_gap`` entries in ``data`` (a settings dict) into GapSettings; a dict
     with charge models only gets an empty ``gap`` and, if absent, zero ``default_sigma``."""
     entries = data.get("charge_gap")
     if entries is None:
         return data
-    if isinstance(entries, dict):
-        entries = [entries]
-    models = []
-    for k, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"charge_gap[{k}] must be a table of settings")
-        models.append(_build(GapSettings, entry, f"charge_gap[{k}]"))
-    data["charge_gap"] = tuple(models)
+    data["charge_gap"] = _gap_entries(entries, "charge_gap")
     if not data.get("gap"):
         data["gap"] = ()
         data.setdefault("default_sigma", (0.0, 0.0, 0.0, 0.0))
@@ -311,14 +316,7 @@ def settings_from_dict(data):
     gap = data.get("gap")
     if gap is None:
         raise ConfigError("settings: required setting 'gap' (the list of models) is missing")
-    if isinstance(gap, dict):
-        gap = [gap]
-    models = []
-    for k, entry in enumerate(gap):
-        if not isinstance(entry, dict):
-            raise ConfigError(f"gap[{k}] must be a table of settings")
-        models.append(_build(GapSettings, entry, f"gap[{k}]"))
-    data["gap"] = tuple(models)
+    data["gap"] = _gap_entries(gap, "gap")
     if "default_sigma" in data:
         data["default_sigma"] = tuple(_float_list(data["default_sigma"], "default_sigma"))
     if "config_type_sigma" in data:

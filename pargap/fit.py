@@ -175,10 +175,11 @@ def species_expansion(g, species):
     return [{}]
 
 
-def expand_models(settings, species):
-    """(descriptor, kernel, gap settings, gap index) for every model, after species expansion."""
+def expand_models(settings, species, entries=None):
+    """(descriptor, kernel, gap settings, gap index) for every model of ``entries`` (default
+    settings.gap; the charge models pass settings.charge_gap), after species expansion."""
     expanded = []
-    for k, g in enumerate(settings.gap):
+    for k, g in enumerate(settings.gap if entries is None else entries):
         for extra in species_expansion(g, species):
             descriptor = make_descriptor(g.descriptor, **(g.descriptor_params() | extra))
             kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, **g.kernel_params())

@@ -178,7 +178,7 @@ def planned_solver(sizes, solver="auto", memory_per_rank=None):
     PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core), scalapack otherwise."""
     import os
 
-    from pargap.solve import MEMORY_FRACTION, TSQR_TRIANGLES, parse_bytes
+    from pargap.solve import MEMORY_FRACTION, TSQR_TRIANGLES, available_memory, parse_bytes
 
     if solver != "auto":
         return solver
@@ -186,12 +186,7 @@ def planned_solver(sizes, solver="auto", memory_per_rank=None):
         if os.environ.get("PARGAP_MEMORY_PER_RANK"):
             memory_per_rank = parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
         else:
-            try:
-                with open("/proc/meminfo") as fh:
-                    available = next(float(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
-            except (OSError, StopIteration, ValueError, IndexError):
-                available = float("inf")
-            memory_per_rank = available / (os.cpu_count() or 1)
+            memory_per_rank = available_memory() / (os.cpu_count() or 1)
     M = sum(sizes.n_sparse)
     return "tsqr" if TSQR_TRIANGLES * 8.0 * (M + 1) ** 2 <= MEMORY_FRACTION * memory_per_rank else "scalapack"
 

@@ -208,13 +208,17 @@ def memory_per_rank(comm):
     if os.environ.get("PARGAP_MEMORY_PER_RANK"):
         mine = parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
     else:
-        try:
-            with open("/proc/meminfo") as fh:
-                available = next(float(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
-        except (OSError, StopIteration, ValueError, IndexError):
-            available = np.inf
-        mine = available / _ranks_on_node(comm)
+        mine = available_memory() / _ranks_on_node(comm)
     return min(comm.allgather(mine))
+
+
+def available_memory():
+    """MemAvailable of /proc/meminfo in bytes (inf where it cannot be read)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            return next(float(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return np.inf
 
 
 def _ranks_on_node(comm):
