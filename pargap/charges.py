@@ -217,11 +217,14 @@ def fit_charge_models(settings, comm, log, timer, seed, structures=None):
                                       sum(s.charges.total_charge is not None for s in structures
                                           if s.charges is not None)]))
     log(f"charge observations: {counts[0]} ESP values, {counts[1]} total charges")
-    if counts.sum() == 0:
-        raise InputError(f"charge_gap is set but no structure has ESP data or a total charge (keys "
-                         f"'{settings.esp_points_parameter_name}', '{settings.esp_parameter_name}', "
-                         f"'{settings.total_charge_parameter_name}')", file=settings.at_file,
-                         key=settings.esp_parameter_name)
+    def check():  # the same verdict on every rank (counts are summed), raised through collective
+        if counts.sum() == 0:
+            raise InputError(f"charge_gap is set but no structure has ESP data or a total charge (keys "
+                             f"'{settings.esp_points_parameter_name}', '{settings.esp_parameter_name}', "
+                             f"'{settings.total_charge_parameter_name}')", file=settings.at_file,
+                             key=settings.esp_parameter_name)
+
+    collective(comm, check)
     charged = [s for s in structures if s.charges is not None]
     species = species_order(comm, charged)  # the species of the charge data, in file order
     expanded = expand_charge_models(settings, species)

@@ -230,10 +230,13 @@ def extract(atoms, index, settings, file, check_sigma=True):
     if virial is not None:
         virial = 0.5 * (virial + virial.T)
     if energy is None and forces is None and virial is None and not hessian and charges is None:
+        keys = [ekey, settings.force_parameter_name, vkey, skey]
+        if settings.charge_gap:
+            keys += [settings.esp_parameter_name, settings.total_charge_parameter_name]
         raise InputError(
-            f"structure has no observations: none of the keys '{ekey}', '{settings.force_parameter_name}', "
-            f"'{vkey}' or '{skey}' is present (set energy_parameter_name etc. to your file's keys)",
-            file=file, structure=index, key=ekey,
+            "structure has no observations: none of the keys " + ", ".join(f"'{k}'" for k in keys)
+            + " is present (set energy_parameter_name etc. to your file's keys)",
+            file=file, structure=index, key=settings.esp_parameter_name if not settings.gap else ekey,
         )
 
     ckey = settings.config_type_parameter_name
