@@ -409,10 +409,14 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
             models, e0, seed, covered, n_structures, n_saved = saved.load_state(comm, restart, settings)
             data_hash = on_root(comm, file_hash, settings.at_file)
             made_from = on_root(comm, saved.saved_data_hash, restart)
-            if made_from and made_from != data_hash:  # the rows would belong to other structures
-                raise InputError(f"the training data changed since the checkpoint in {restart} was written "
-                                 "(SHA-256 differs): restart with the same file, or fit afresh",
-                                 file=settings.at_file)
+
+            def same_data():  # the same verdict on every rank, raised as one error
+                if made_from and made_from != data_hash:  # the rows would belong to other structures
+                    raise InputError(f"the training data changed since the checkpoint in {restart} was written "
+                                     "(SHA-256 differs): restart with the same file, or fit afresh",
+                                     file=settings.at_file)
+
+            collective(comm, same_data)
             complete = len(covered) >= n_structures
             done = [int(i) for i in covered]
         if not complete:
