@@ -24,7 +24,7 @@ from pargap.potential.potential import Potential
 from pargap.progress import Log
 from pargap.settings.config import parse_gapfit_args, settings_from_dict
 
-GLUE = Path(__file__).resolve().parents[1] / "../shared/data/si_gap18_subsets/glue.xml"
+GLUE = Path(__file__).resolve().parent / "data" / "si_gap18_subsets" / "glue.xml"
 QUIET = Log(SerialComm(), quiet=True)
 
 # potential_pair of glue.xml (Si-Si), copied by hand: the reference the spline is checked against
