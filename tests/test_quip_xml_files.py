@@ -1,0 +1,149 @@
+"""QUIP GAP XML files without QUIP: pargap's writer and reader round-trip exactly, and bad files
+(missing or truncated sparseX, wrong md5, descriptors or options pargap lacks) are clear errors
+naming the file; what QUIP cannot express is refused before anything is written."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from pargap.baselines.core_potential import CorePotential
+from pargap.descriptors import make_descriptor
+from pargap.errors import PargapError
+from pargap.gp.kernels import DotProduct, SquaredExponential
+from pargap.gp.model import Model
+from pargap.potential.potential import Potential
+from pargap.potential.quip_xml import descriptor_string, parse_descriptor_string
+
+
+@pytest.fixture
+def potential():
+    rng = np.random.default_rng(2)
+    two = make_descriptor("distance_2b", cutoff=4.0, cutoff_transition_width=0.8, Z1=14, Z2=14)
+    three = make_descriptor("angle_3b", cutoff=3.0, Z=14, Z1=14, Z2=14)
+    soap = make_descriptor("soap", cutoff=3.5, l_max=2, n_max=2, atom_sigma=0.5, Z=14, species_Z=[14])
+    models = [
+        Model(two, SquaredExponential(delta=0.5, theta=[0.9], f0=0.1), rng.uniform(2, 4, (5, 1)),
+              rng.uniform(0.3, 1, 5), rng.normal(size=5)),
+        Model(three, SquaredExponential(delta=0.3, theta=[1.0, 2.0, 1.5]), rng.uniform(1, 5, (4, 3)),
+              rng.uniform(0.3, 1, 4), rng.normal(size=4)),
+        Model(soap, DotProduct(delta=0.2, zeta=4), rng.uniform(0, 1, (3, soap.dimension)), np.ones(3),
+              rng.normal(size=3)),
+    ]
+    return Potential(models, {14: -158.25}, settings='e0 = -158.25\n')
+
+
+def si():
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.1, seed=0)
+    return atoms
+
+
+def test_round_trip_is_exact(potential, tmp_path):
+    potential.save(tmp_path / "gp.xml")
+    again = Potential.load(tmp_path / "gp.xml")
+    for a, b in zip(potential.models, again.models):
+        assert (a.descriptor.name, a.descriptor.params()) == (b.descriptor.name, b.descriptor.params())
+        assert (a.kernel.name, str(a.kernel.params())) == (b.kernel.name, str(b.kernel.params()))
+        for key in ("sparse_x", "sparse_weight", "alpha"):
+            np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert again.e0 == potential.e0 and again.settings == potential.settings
+    p, q = potential.predict(si()), again.predict(si())
+    assert p["energy"] == q["energy"]
+    np.testing.assert_array_equal(p["forces"], q["forces"])
+
+
+def test_descriptor_strings_parse_back():
+    soap = make_descriptor("soap", cutoff=5.0, l_max=4, n_max=6, atom_sigma=0.4, n_species=2, Z=6, species_Z=[14, 6])
+    name, options = parse_descriptor_string(descriptor_string(soap))
+    assert name == "soap" and options["species_z"] == "14 6" and options["z"] == "6"
+    assert options["central_reference_all_species"] == "F"
+
+
+def test_convert_both_ways(potential, tmp_path):
+    potential.save(tmp_path / "gp.h5")
+    for src, dst in (("gp.h5", "out/gp.xml"), ("out/gp.xml", "back.h5")):
+        proc = subprocess.run([sys.executable, "-m", "pargap.cli.convert", str(tmp_path / src), str(tmp_path / dst)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    assert Potential.load(tmp_path / "back.h5").predict(si())["energy"] == potential.predict(si())["energy"]
+
+
+def broken(potential, tmp_path, edit):
+    potential.save(tmp_path / "gp.xml")
+    edit(tmp_path)
+    with pytest.raises(PargapError) as info:
+        Potential.load(tmp_path / "gp.xml")
+    return str(info.value)
+
+
+def sparse_files(folder):
+    return sorted(folder.glob("gp.xml.sparseX.*"))
+
+
+def test_missing_sparse_file(potential, tmp_path):
+    msg = broken(potential, tmp_path, lambda d: sparse_files(d)[0].unlink())
+    assert "gp.xml" in msg and "missing" in msg and ".sparseX." in msg
+
+
+def test_truncated_sparse_file(potential, tmp_path):
+    def truncate(d):
+        f = sparse_files(d)[-1]
+        f.write_text("".join(f.read_text().splitlines(keepends=True)[:-2]))
+
+    msg = broken(potential, tmp_path, truncate)
+    assert "md5" in msg and "truncated" in msg and "gp.xml" in msg
+
+
+def test_wrong_md5(potential, tmp_path):
+    def edit(d):
+        xml = (d / "gp.xml").read_text()
+        (d / "gp.xml").write_text(xml.replace('sparseX_md5sum="', 'sparseX_md5sum="0', 1))
+
+    assert "md5" in broken(potential, tmp_path, edit)
+
+
+def test_truncated_without_md5(potential, tmp_path):
+    def edit(d):
+        xml = (d / "gp.xml").read_text()
+        (d / "gp.xml").write_text(xml.replace("sparseX_md5sum=", "other="))
+        f = sparse_files(d)[0]
+        f.write_text("\n".join(f.read_text().split()[:-1]))
+
+    assert "expected n_sparseX x dimensions" in broken(potential, tmp_path, edit)
+
+
+@pytest.mark.parametrize("old, new, words", [
+    ("<descriptor>distance_2b", "<descriptor>bispectrum_so4 j_max=4 z0=0.1 ", ["bispectrum_so4", "not implemented"]),
+    ("<descriptor>distance_2b", "<descriptor>distance_2b exponents={2} ", ["exponents", "not implemented"]),
+    ("<descriptor>soap", "<descriptor>soap radial_basis=GTO ", ["radial_basis", "not implemented"]),
+    ("<descriptor>angle_3b", "<descriptor>angle_3b zzz=1 ", ["zzz", "not implemented"]),
+    ('covariance_type="1"', 'covariance_type="3"', ["covariance_type=3"]),
+])
+def test_unsupported_descriptor_or_kernel(potential, tmp_path, old, new, words):
+    def edit(d):
+        xml = (d / "gp.xml").read_text()
+        assert old in xml
+        (d / "gp.xml").write_text(xml.replace(old, new, 1))
+
+    msg = broken(potential, tmp_path, edit)
+    assert "gp.xml" in msg and all(w in msg for w in words), msg
+
+
+def test_what_quip_cannot_hold_is_refused_before_writing(potential, tmp_path):
+    table = CorePotential.from_text("pair_table", "pair Si Si\n1.5 1.0\n2.5 0.1\n3.5 0.0\n")
+    with_table = Potential(potential.models, potential.e0, core=table)
+    with pytest.raises(PargapError, match="pair_table"):
+        with_table.save(tmp_path / "gp.xml")
+    charges = Potential(potential.models, potential.e0, charge_models=potential.models[:1])
+    with pytest.raises(PargapError, match="charge"):
+        charges.save(tmp_path / "gp.xml")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_xml(tmp_path):
+    (tmp_path / "gp.xml").write_text("<GAP_params><unclosed>")
+    with pytest.raises(PargapError, match="not valid XML"):
+        Potential.load(tmp_path / "gp.xml")
