@@ -2,6 +2,7 @@
 (missing or truncated sparseX, wrong md5, descriptors or options pargap lacks) are clear errors
 naming the file; what QUIP cannot express is refused before anything is written."""
 
+import json
 import subprocess
 import sys
 
@@ -147,3 +148,28 @@ def test_not_xml(tmp_path):
     (tmp_path / "gp.xml").write_text("<GAP_params><unclosed>")
     with pytest.raises(PargapError, match="not valid XML"):
         Potential.load(tmp_path / "gp.xml")
+
+
+def test_pargap_fit_writes_xml_when_gp_file_ends_in_xml(tmp_path, capsys):
+    """gp_file=NAME.xml: the same fit as gp_file=NAME.h5, written as GAP XML; pargap-eval reads it."""
+    import ase.io
+
+    from conftest import small_lj_frames
+    from pargap.cli.eval import main as eval_main
+    from pargap.cli.fit import main as fit_main
+
+    ase.io.write(tmp_path / "train.xyz", small_lj_frames(), format="extxyz")
+    line = [f"at_file={tmp_path / 'train.xyz'}", "gap={distance_2b cutoff=5.0 cutoff_transition_width=1.0 "
+            "covariance_type=ard_se delta=1.0 theta_uniform=0.5 n_sparse=10 sparse_method=uniform}",
+            "default_sigma={0.01 0.1 0.1 0.0}", "e0=0.0", "rnd_seed=1"]
+    tables = []
+    for name in ("gp.h5", "gp.xml"):
+        assert fit_main(line + [f"gp_file={tmp_path / name}"]) == 0
+        capsys.readouterr()
+        assert eval_main([str(tmp_path / name), str(tmp_path / "train.xyz"), "--json"]) == 0
+        tables.append(json.loads(capsys.readouterr().out))
+    assert tables[0] == tables[1] and sparse_files(tmp_path)
+    atoms = ase.io.read(tmp_path / "train.xyz", "3")
+    p, q = (Potential.load(tmp_path / name).predict(atoms) for name in ("gp.h5", "gp.xml"))
+    assert p["energy"] == q["energy"]
+    np.testing.assert_array_equal(p["forces"], q["forces"])
