@@ -15,8 +15,7 @@ from quippy.potential import Potential
 
 
 def main(xml, structures, repeats, out):
-    os.chdir(os.path.dirname(os.path.abspath(xml)))  # QUIP opens sparseX files relative to the cwd
-    pot = Potential(param_filename=os.path.basename(xml))
+    pot = Potential(param_filename=xml)  # QUIP finds the sparseX files beside the XML
     result = {}
     for k, (atoms, r) in enumerate(zip(ase.io.read(structures, ":"), map(int, repeats.split(",")))):
         atoms.calc = pot

@@ -18,9 +18,7 @@ from quippy.potential import Potential
 
 
 def main(xml, structures, out):
-    folder = os.path.dirname(os.path.abspath(xml))
-    os.chdir(folder)  # QUIP opens sparseX files relative to the current folder
-    pot = Potential(param_filename=os.path.basename(xml))
+    pot = Potential(param_filename=xml)  # QUIP finds the sparseX files beside the XML
     result = {}
     data = np.load(structures)
     for k in range(sum(1 for key in data.files if key.startswith("numbers_"))):

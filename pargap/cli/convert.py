@@ -34,12 +34,16 @@ def main(argv=None):
         from pargap.potential.potential import Potential, is_quip_xml
 
         potential = Potential.load(args.input)
-        potential.save(args.output)
+        label = potential.save(args.output)
         if is_quip_xml(args.output) and potential.factor is not None:
             print("note: the GP factor (/gp, predictive variances) has no place in GAP XML; keep the HDF5 file "
                   "for variances", flush=True)
         models = ", ".join(f"{m.descriptor.name} ({m.n_sparse})" for m in potential.models)
         print(f"wrote {args.output}: {len(potential.models)} models [{models}]", flush=True)
+        if label:
+            species = " ".join(str(z) for z in sorted(potential.e0))
+            print(f"LAMMPS: pair_style quip; pair_coeff * * {args.output} \"Potential xml_label={label}\" <Z of "
+                  f"each atom type, e.g. {species}>", flush=True)
         return 0
 
     from pargap.parallel import SerialComm

@@ -117,7 +117,8 @@ def core_init_args(core, path):
 
 def save(potential, path, label=None):
     """Write ``potential`` as QUIP GAP XML at ``path`` plus one sparseX file per model beside it
-    (``<path>.sparseX.<label><k>``), all atomically: temporary names, then renames, the XML last."""
+    (``<path>.sparseX.<label><k>``), all atomically: temporary names, then renames, the XML last.
+    Returns the label (LAMMPS: ``pair_coeff * * path "Potential xml_label=<label>" Z...``)."""
     path = os.fspath(path)
     if potential.charge_models:
         raise ConfigError(f"cannot write {path}: QUIP XML has no form for pargap's charge models; keep the HDF5 file")
@@ -139,6 +140,7 @@ def save(potential, path, label=None):
         files.append((_write_temp(folder, xml), os.path.join(folder, base)))
         for tmp, final in files:
             os.replace(tmp, final)
+        return label
     except BaseException:
         for tmp, _ in files:
             if os.path.exists(tmp):
