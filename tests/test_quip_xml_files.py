@@ -173,3 +173,21 @@ def test_pargap_fit_writes_xml_when_gp_file_ends_in_xml(tmp_path, capsys):
     p, q = (Potential.load(tmp_path / name).predict(atoms) for name in ("gp.h5", "gp.xml"))
     assert p["energy"] == q["energy"]
     np.testing.assert_array_equal(p["forces"], q["forces"])
+
+
+def test_lammps_md_ase_example_runs(potential, tmp_path, monkeypatch):
+    """docs/lammps.md's ASE MD block, on a small XML potential (3 steps instead of 1000)."""
+    from pathlib import Path
+
+    import ase.io
+
+    from test_docs import code_blocks
+
+    (block,) = [b for b in code_blocks(Path(__file__).parents[1] / "docs" / "lammps.md", "python")
+                if "GAPCalculator" in b]
+    monkeypatch.chdir(tmp_path)
+    potential.save("gp.xml")
+    ase.io.write("start.xyz", si())
+    assert "dyn.run(1000)" in block
+    exec(block.replace("dyn.run(1000)", "dyn.run(3)"), {})
+    assert len(ase.io.read("md.traj", ":")) == 4

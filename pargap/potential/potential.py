@@ -115,7 +115,8 @@ class Potential:
     # ---- files -------------------------------------------------------------------------------
     def save(self, path):
         """Write the potential to ``path`` atomically (temporary file in the same folder, then rename):
-        QUIP's GAP XML if the name ends in .xml (:mod:`pargap.potential.quip_xml`), else HDF5."""
+        QUIP's GAP XML if the name ends in .xml (:mod:`pargap.potential.quip_xml`; returns its label),
+        else HDF5."""
         import h5py
 
         path = os.fspath(path)
