@@ -191,3 +191,23 @@ def test_lammps_md_ase_example_runs(potential, tmp_path, monkeypatch):
     assert "dyn.run(1000)" in block
     exec(block.replace("dyn.run(1000)", "dyn.run(3)"), {})
     assert len(ase.io.read("md.traj", ":")) == 4
+
+
+def test_compare_takes_soap_settings_from_a_potential(potential, tmp_path):
+    """pargap-compare --soap-from gp.xml uses the potential's SOAP and zeta."""
+    import ase.io
+    import h5py
+
+    from pargap.cli.compare import main as compare_main
+
+    potential.save(tmp_path / "gp.xml")
+    frames = [si() for _ in range(3)]
+    for k, atoms in enumerate(frames):
+        atoms.rattle(0.2, seed=k + 1)
+    ase.io.write(tmp_path / "db.xyz", frames, format="extxyz")
+    same = "cutoff=3.5 l_max=2 n_max=2 atom_sigma=0.5 zeta=4"
+    for out, option in (("a.h5", ["--soap-from", str(tmp_path / "gp.xml")]), ("b.h5", ["--soap", same])):
+        assert compare_main([str(tmp_path / "db.xyz"), "-o", str(tmp_path / out), "-q", *option]) == 0
+    with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
+        np.testing.assert_array_equal(a["kernel"][()], b["kernel"][()])
+        assert 0.5 < a["kernel"][()].min() < 1.0
