@@ -211,3 +211,25 @@ def test_compare_takes_soap_settings_from_a_potential(potential, tmp_path):
     with h5py.File(tmp_path / "a.h5") as a, h5py.File(tmp_path / "b.h5") as b:
         np.testing.assert_array_equal(a["kernel"][()], b["kernel"][()])
         assert 0.5 < a["kernel"][()].min() < 1.0
+
+
+def test_older_files_with_inline_sparse_points_and_one_e0(potential, tmp_path):
+    """Before sparseX files, the points were the text of the <sparseX> elements; e0 one attribute."""
+    import re
+
+    potential.save(tmp_path / "gp.xml")
+    xml = (tmp_path / "gp.xml").read_text()
+    for k, model in enumerate(potential.models):
+        name = re.findall(r'sparseX_filename="([^"]+)"', xml)[0]
+        xml = re.sub(r' sparseX_filename="[^"]+" sparseX_md5sum="[^"]+"', "", xml, count=1)
+        (tmp_path / name).unlink()
+        for m, x in enumerate(model.sparse_x, start=1):
+            tag = re.search(rf'<sparseX i="{m}" alpha="{re.escape(repr(float(model.alpha[m - 1])))}"[^/]*/>', xml)
+            xml = xml.replace(tag.group(0), tag.group(0)[:-2] + ">" + " ".join(map(repr, x)) + "</sparseX>", 1)
+    xml = re.sub(r'<GAP_data do_core="F">\s*<e0 Z="14" value="[^"]+"/>', '<GAP_data do_core="F" e0="-158.25">', xml)
+    (tmp_path / "gp.xml").write_text(xml)
+    old = Potential.load(tmp_path / "gp.xml")
+    assert old.e0 == {14: -158.25}
+    p, q = potential.predict(si()), old.predict(si())
+    assert p["energy"] == q["energy"]
+    np.testing.assert_array_equal(p["forces"], q["forces"])

@@ -232,6 +232,8 @@ def load(path):
     e0 = {}
     for e in gap.iter("e0"):
         e0[int(e.get("Z"))] = float(e.get("value").replace("D", "E"))
+    data = gap.find("GAP_data")
+    e0_all = float(data.get("e0")) if data is not None and data.get("e0") is not None else 0.0  # older files
     sparse = gap.find("gpSparse")
     if sparse is None:
         raise InputError("no <gpSparse> element in <GAP_params>", file=path)
@@ -242,7 +244,9 @@ def load(path):
     for m in models:
         p = m.descriptor.params()
         used |= {int(p[k]) for k in ("Z", "Z1", "Z2") if k in p} | {int(z) for z in p.get("species_Z", ())}
-    e0 = {z: v for z, v in e0.items() if v != 0.0 or z in used}
+    if 0 not in used:  # species no model covers and with e0 = 0 (gap_fit lists all 116) are unknown
+        e0 = {z: v for z, v in e0.items() if v != 0.0 or z in used}
+    e0 |= {z: e0_all for z in used - {0} if z not in e0}
     core = _read_core(root, core_args, path) if core_args else None
     settings = gap.find("pargap_settings")
     command = gap.find("command_line")
@@ -381,10 +385,19 @@ def _read_coordinate(element, path):
 
 
 def _read_sparse_x(element, path, where, M, D):
-    """The (M, D) sparse points from the coordinate's sparseX file, its md5 checked."""
+    """The (M, D) sparse points from the coordinate's sparseX file, its md5 checked (older files: the
+    points inside the <sparseX> elements)."""
     name = element.get("sparseX_filename")
     if name is None:
-        raise InputError("no sparseX_filename (sparse points inside the XML are not supported)", file=where)
+        text = " ".join((p.text or "") for p in sorted(element.findall("sparseX"), key=lambda p: int(p.get("i"))))
+        try:
+            values = np.array(text.split(), dtype=float)
+        except ValueError as exc:
+            raise InputError(f"<sparseX> elements: not numbers ({exc})", file=where) from None
+        if values.size != M * D:
+            raise InputError(f"no sparseX_filename, and the <sparseX> elements hold {values.size} numbers, "
+                             f"not n_sparseX x dimensions = {M} x {D}", file=where)
+        return values.reshape(M, D)
     candidates = [os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(name)), name]
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
