@@ -191,20 +191,26 @@ def test_pargap_xml_in_quippy_equals_gapcalculator(quippy_python, pargap_fit, te
     assert not failures, failures
 
 
-def test_glue_core_written_as_quip_sum(quippy_python, pargap_fit, test_structures, tmp_path):
-    """A glue core becomes QUIP's Sum of IP Glue and IP GAP; quippy then adds the same baseline."""
-    core = CorePotential.from_text("glue", GLUE, "IP Glue")
-    si = [m for m in pargap_fit.models if m.descriptor.name == "distance_2b"][:1]
-    potential = Potential(si, {14: -1.5}, core=core)
+PAIR_TABLE = "pair Si Si\n1.5 1.0\n2.0 0.3\n2.5 0.1\n3.5 0.0\npair Si C\n1.2 2.0\n1.9 -0.2\n3.0 0.0\n"
+
+
+@pytest.mark.parametrize("kind, text", [("glue", GLUE), ("pair_table", PAIR_TABLE)])
+def test_core_written_as_quip_sum(quippy_python, pargap_fit, test_structures, tmp_path, kind, text):
+    """A core potential becomes QUIP's Sum of IP Glue (a pair table: a glue without density) and
+    IP GAP; quippy then adds the same baseline."""
+    core = CorePotential.from_text(kind, text, "IP Glue" if kind == "glue" else "pair_table")
+    models = [m for m in pargap_fit.models if m.descriptor.name == "distance_2b"]
+    potential = Potential(models, pargap_fit.e0, core=core)
     potential.save(tmp_path / "core.xml")
     assert 'init_args="Sum init_args_pot1={IP Glue} init_args_pot2={IP GAP' in (tmp_path / "core.xml").read_text()
-    structures = [a for a in sic_structures(6, seed=3) if set(a.numbers) == {14}] or []
-    structures = [bulk("Si", "diamond", a=5.43, cubic=True)] + structures
-    structures[0].rattle(0.15, seed=2)
+    structures = test_structures
+    if kind == "glue":  # the glue file knows Si only
+        structures = [bulk("Si", "diamond", a=5.43, cubic=True)]
+        structures[0].rattle(0.15, seed=2)
     assert_same(pargap_results(potential, structures), quippy_results(quippy_python, tmp_path / "core.xml",
-                                                                         structures, tmp_path), "glue core")
+                                                                         structures, tmp_path), f"{kind} core")
     again = Potential.load(tmp_path / "core.xml")
-    assert_same(pargap_results(again, structures), pargap_results(potential, structures), "glue core read back")
+    assert_same(pargap_results(again, structures), pargap_results(potential, structures), f"{kind} core read back")
 
 
 # ---- gap_fit's XML in pargap ------------------------------------------------------------------------

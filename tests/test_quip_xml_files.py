@@ -133,11 +133,23 @@ def test_unsupported_descriptor_or_kernel(potential, tmp_path, old, new, words):
     assert "gp.xml" in msg and all(w in msg for w in words), msg
 
 
+PAIR_TABLE = "pair Si Si\n1.5 1.0\n2.0 0.3\n2.5 0.1\n3.5 0.0\npair Si C\n1.2 2.0\n1.9 -0.2\n3.0 0.0\n"
+
+
+def test_pair_table_core_becomes_a_pure_pair_glue(potential, tmp_path):
+    table = CorePotential.from_text("pair_table", PAIR_TABLE)
+    with_table = Potential(potential.models, {14: -158.25, 6: -140.5}, core=table)
+    with_table.save(tmp_path / "gp.xml")
+    again = Potential.load(tmp_path / "gp.xml")
+    assert again.core.kind == "glue"
+    atoms = si()
+    atoms.numbers[:2] = 6
+    p, q = with_table.predict(atoms), again.predict(atoms)
+    assert q["energy"] == pytest.approx(p["energy"], rel=1e-13)
+    np.testing.assert_allclose(q["forces"], p["forces"], rtol=1e-12, atol=1e-12)
+
+
 def test_what_quip_cannot_hold_is_refused_before_writing(potential, tmp_path):
-    table = CorePotential.from_text("pair_table", "pair Si Si\n1.5 1.0\n2.5 0.1\n3.5 0.0\n")
-    with_table = Potential(potential.models, potential.e0, core=table)
-    with pytest.raises(PargapError, match="pair_table"):
-        with_table.save(tmp_path / "gp.xml")
     charges = Potential(potential.models, potential.e0, charge_models=potential.models[:1])
     with pytest.raises(PargapError, match="charge"):
         charges.save(tmp_path / "gp.xml")

@@ -4,8 +4,7 @@
     pargap-convert gap_fit.xml potential.h5       # QUIP GAP XML (gap_fit's) -> pargap HDF5
 
 The XML is what quippy and LAMMPS (pair_style quip) read; see docs/lammps.md. It cannot carry the
-GP factor (/gp) for predictive variances, charge models, or pargap's pair_table core potentials
-(an error says so). Serial; no MPI.
+GP factor (/gp) for predictive variances or charge models (an error says so). Serial; no MPI.
 """
 
 import argparse

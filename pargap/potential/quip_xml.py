@@ -107,12 +107,31 @@ def _quip_value(value):
     return str(value)
 
 
-def core_init_args(core, path):
-    """QUIP's init_args for pargap's core potential, or a ConfigError where QUIP cannot express it."""
-    if core.kind != "glue":
-        raise ConfigError(f"cannot write {path}: QUIP XML has no form for pargap's '{core.kind}' core potential "
-                          "(only QUIP's own 'IP Glue' cores can be written); keep the HDF5 file")
-    return core.ip_args.strip().strip("{}")
+def core_xml(core, path):
+    """(QUIP init_args, XML text) of pargap's core potential: a glue core as it was read; a pair table
+    as QUIP's glue with zero density and embedding and the same pair splines (natural at the first
+    point, slope 0 at the last); a ConfigError for anything QUIP cannot express."""
+    if core.kind == "glue":
+        return core.ip_args.strip().strip("{}"), re.sub(r"^\s*<\?xml[^>]*\?>\s*", "", core.text).rstrip()
+    if core.kind != "pair_table":
+        raise ConfigError(f"cannot write {path}: QUIP XML has no form for pargap's '{core.kind}' core potential; "
+                          "keep the HDF5 file")
+    species = sorted({z for pair in core.pair for z in pair})
+    types = {z: t for t, z in enumerate(species, start=1)}
+    lines = [f'<Glue_params n_types="{len(species)}">']
+    for z in species:  # no density (phi = 0 fitted through zeros), no embedding: a pure pair potential
+        lines += [f'  <per_type_data atomic_num="{z}" type="{types[z]}">',
+                  '    <density num_points="2" density_y1="0.0" density_yn="0.0">'
+                  ' <point a="0.5" rho="0.0"/> <point a="1.0" rho="0.0"/> </density>',
+                  '    <potential_density num_points="2"> <point rho="0.0" E="0.0"/> <point rho="1.0" E="0.0"/>'
+                  ' </potential_density>', "  </per_type_data>"]
+    for (z1, z2), spline in sorted(core.pair.items()):
+        lines.append(f'  <per_pair_data type1="{types[z1]}" type2="{types[z2]}">')
+        lines.append(f'    <potential_pair num_points="{len(spline.x)}" y1="2e30" yn="0.0">')
+        lines += [f'      <point r="{float(r)!r}" E="{float(e)!r}"/>' for r, e in zip(spline.x, spline.y)]
+        lines += ["    </potential_pair>", "  </per_pair_data>"]
+    lines.append("</Glue_params>")
+    return "IP Glue", "\n".join(lines)
 
 
 def save(potential, path, label=None):
@@ -125,7 +144,7 @@ def save(potential, path, label=None):
     if not potential.models:
         raise ConfigError(f"cannot write {path}: the potential has no energy model")
     label = label or time.strftime("GAP_%Y_%m_%d_%H_%M_%S", time.gmtime()) + f"_{time.time_ns() // 1000 % 1000000}"
-    core_args = core_init_args(potential.core, path) if potential.core is not None else None
+    core = core_xml(potential.core, path) if potential.core is not None else None
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     base = os.path.basename(path)
@@ -136,7 +155,7 @@ def save(potential, path, label=None):
             text = "".join(f"{v:.20e}\n" for v in np.asarray(model.sparse_x, dtype=float).ravel())
             files.append((_write_temp(folder, text), os.path.join(folder, name)))
             parts.append(_coordinate_xml(model, f"{label}{k}", name, hashlib.md5(text.encode()).hexdigest()))
-        xml = _potential_xml(potential, label, parts, core_args)
+        xml = _potential_xml(potential, label, parts, core)
         files.append((_write_temp(folder, xml), os.path.join(folder, base)))
         for tmp, final in files:
             os.replace(tmp, final)
@@ -187,14 +206,14 @@ def _coordinate_xml(model, label, filename, md5):
     return "\n".join(lines)
 
 
-def _potential_xml(potential, label, coordinates, core_args):
+def _potential_xml(potential, label, coordinates, core):
     gap_args = f"IP GAP label={label}"
-    init_args = gap_args if core_args is None else f"Sum init_args_pot1={{{core_args}}} init_args_pot2={{{gap_args}}}"
+    init_args = gap_args if core is None else f"Sum init_args_pot1={{{core[0]}}} init_args_pot2={{{gap_args}}}"
     out = [f"<{label}>", f"<Potential label={quoteattr(label)} init_args={quoteattr(init_args)}/>"]
-    if core_args is not None:
-        out.append(re.sub(r"^\s*<\?xml[^>]*\?>\s*", "", potential.core.text).rstrip())
+    if core is not None:
+        out.append(core[1])
     out.append(f'<GAP_params label={quoteattr(label)} gap_version="{GAP_VERSION}">')
-    out.append(f'  <GAP_data do_core="{"F" if core_args is None else "T"}">')
+    out.append(f'  <GAP_data do_core="{"F" if core is None else "T"}">')
     out += [f'    <e0 Z="{z}" value="{potential.e0[z]!r}"/>' for z in sorted(potential.e0)]
     out.append("  </GAP_data>")
     out.append(f'  <gpSparse label={quoteattr(label)} n_coordinate="{len(coordinates)}" fitted="T">')
