@@ -19,6 +19,7 @@ from ase.build import bulk
 from ase.calculators.lj import LennardJones
 
 from pargap.baselines.core_potential import CorePotential
+from pargap.descriptors import make_descriptor
 from pargap.fitting.fit import fit
 from pargap.gp.kernels import DotProduct, SquaredExponential
 from pargap.gp.model import Model
@@ -153,8 +154,9 @@ def test_structures():
 
 
 def variants(potential):
-    """The fit, each descriptor type on its own, and kernel variants QUIP must read alike: ard_se with
-    f0, dot_product with zeta = 3 (the general contraction) and with zeta = 2 (the quadratic form)."""
+    """The fit, each descriptor type on its own, and variants QUIP must read alike: ard_se with f0,
+    dot_product with zeta = 3 (the general contraction; zeta = 2 uses the quadratic form), and a SOAP
+    of any centre and neighbour species (Z = 0, no species_Z)."""
     by_type = {name: [m for m in potential.models if m.descriptor.name == name]
                for name in ("distance_2b", "angle_3b", "soap")}
     two = by_type["distance_2b"]
@@ -162,9 +164,14 @@ def variants(potential):
                 m.sparse_x, m.sparse_weight, m.alpha) for m in two]
     zeta3 = [Model(m.descriptor, DotProduct(delta=m.kernel.delta, zeta=3.0), m.sparse_x, m.sparse_weight, m.alpha)
              for m in by_type["soap"]]
+    any_species = make_descriptor("soap", cutoff=3.5, l_max=2, n_max=2, atom_sigma=0.5)  # Z=0, species_Z=[0]
+    X = np.concatenate([any_species.compute(a).x for a in sic_structures(2, seed=9)])[:6]
+    rng = np.random.default_rng(5)
+    anything = Model(any_species, DotProduct(delta=0.3, zeta=2), X, np.ones(6), rng.normal(size=6))
     out = {"2b+3b+soap": potential}
     out |= {name: Potential(models, potential.e0) for name, models in by_type.items()}
-    out |= {"2b f0": Potential(f0, potential.e0), "soap zeta=3": Potential(zeta3, potential.e0)}
+    out |= {"2b f0": Potential(f0, potential.e0), "soap zeta=3": Potential(zeta3, potential.e0),
+            "soap any species": Potential([anything], potential.e0)}
     return out
 
 
