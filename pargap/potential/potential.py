@@ -177,7 +177,7 @@ class Potential:
         if is_quip_xml(path):
             from pargap.potential import quip_xml
 
-            return quip_xml.load(path)
+            return cls(**quip_xml.read(path))
         try:
             f = h5py.File(path, "r")
         except OSError as exc:

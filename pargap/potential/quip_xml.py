@@ -227,11 +227,10 @@ def _potential_xml(potential, label, coordinates, core):
 
 # ---- reading -----------------------------------------------------------------------------------
 
-def load(path):
-    """A :class:`~pargap.potential.potential.Potential` from QUIP GAP XML (gap_fit's or pargap's) and its sparseX
+def read(path):
+    """The parts of a potential (the keyword arguments of :class:`~pargap.potential.potential.Potential`:
+    models, e0, settings, provenance, core) from QUIP GAP XML (gap_fit's or pargap's) and its sparseX
     files (found beside the XML, else relative to the current folder). Errors name the file."""
-    from pargap.potential.potential import Potential
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise InputError("no such potential file", file=path)
@@ -272,7 +271,8 @@ def load(path):
     provenance = {"source": "QUIP GAP XML", "file": os.path.abspath(path),
                   "gap_version": gap.get("gap_version", ""),
                   "command_line": (command.text or "").strip() if command is not None else ""}
-    return Potential(models, e0, settings.text if settings is not None else "", provenance, core=core)
+    return {"models": models, "e0": e0, "settings": settings.text if settings is not None else "",
+            "provenance": provenance, "core": core}
 
 
 def _parse(path):
