@@ -7,7 +7,8 @@ handlers), is one root element named by the potential's label L:
     <L>
       <Potential label=L init_args="IP GAP label=L"/>      (with a core: "Sum init_args_pot1={core}
                                                             init_args_pot2={IP GAP label=L}")
-      <quip><Glue_params .../></quip>                       (the core's XML, only with a core)
+      <Glue_params .../>                                    (only with a core: its glue XML; a
+                                                            pair_table core as a glue without density)
       <GAP_params label=L gap_version=V>
         <GAP_data do_core="F|T"> <e0 Z= value=/> ... </GAP_data>
         <gpSparse label=L n_coordinate=C fitted="T">
