@@ -21,7 +21,8 @@ def parser():
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 internal.",
     )
     p.add_argument("input", help="potential to read (.h5 or .xml)")
-    p.add_argument("output", help="potential to write (.xml: GAP XML plus one sparseX file per model beside it; else HDF5)")
+    p.add_argument("output", help="potential to write (.xml: GAP XML plus one sparseX file per model beside "
+                   "it; else HDF5)")
     p.add_argument("--version", action="version", version=f"pargap {__import__('pargap').__version__}")
     return p
 
