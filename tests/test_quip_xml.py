@@ -254,3 +254,18 @@ def test_pargap_eval_reads_gap_fit_xml(gap_fit_xml, training_file):
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, PARGAP_MPI="0"))
     assert proc.returncode == 0, proc.stderr
     assert '"energy"' in proc.stdout
+
+
+def test_gap_fit_xml_with_sparse_points_inside(quippy_python, training_file, test_structures, tmp_path):
+    """gap_fit's sparse_separate_file=F puts the sparse points inside the <sparseX> elements."""
+    gap_fit = next(quippy_python.parent.parent.glob("lib/python3*/site-packages/quippy/gap_fit"))
+    line = [f"at_file={training_file}", "gap={distance_2b cutoff=4.0 covariance_type=ard_se delta=0.5 "
+            "theta_uniform=1.0 n_sparse=6 sparse_method=uniform : soap cutoff=3.0 l_max=2 n_max=2 atom_sigma=0.5 "
+            "covariance_type=dot_product zeta=2 delta=0.2 n_sparse=5 sparse_method=random}", *COMMON.split(),
+            "force_parameter_name=forces", "sparse_separate_file=F", "gp_file=gp.xml"]
+    proc = subprocess.run([str(gap_fit), *line], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert not list(tmp_path.glob("gp.xml.sparseX.*"))
+    assert_same(pargap_results(tmp_path / "gp.xml", test_structures),
+                quippy_results(quippy_python, tmp_path / "gp.xml", test_structures, tmp_path), "inline sparseX")
