@@ -35,8 +35,12 @@ def parser():
     p.add_argument("structures", help="structures (any format ASE reads, e.g. extended XYZ)")
     p.add_argument("other", nargs="?", help="second set: the matrix is structures x other")
     p.add_argument("-o", "--output", required=True, help="HDF5 output file (dataset 'kernel', n_A x n_B)")
-    p.add_argument("--soap", default=DEFAULT_SOAP,
-                   help=f"SOAP settings as in gap_fit's soap string, plus zeta (default: \"{DEFAULT_SOAP}\")")
+    soap = p.add_mutually_exclusive_group()
+    soap.add_argument("--soap", default=DEFAULT_SOAP,
+                      help=f"SOAP settings as in gap_fit's soap string, plus zeta (default: \"{DEFAULT_SOAP}\")")
+    soap.add_argument("--soap-from", metavar="POTENTIAL",
+                      help="take the SOAP settings and zeta from the first SOAP model of a potential: pargap "
+                      "HDF5 or QUIP GAP XML (e.g. gap_fit's)")
     p.add_argument("--kernel", choices=("average", "rematch", "bestmatch"), default="average",
                    help="global kernel (default: average)")
     p.add_argument("--gamma", type=float, default=0.1, help="REMatch regularisation gamma (default 0.1)")
@@ -93,6 +97,21 @@ def soap_settings(text):
     if not float(zeta) > 0:
         raise ConfigError(f"--soap: zeta must be positive, got {zeta}")
     return soap, float(zeta)
+
+
+def soap_from_potential(path):
+    """The settings of the first SOAP model of a potential file (HDF5 or GAP XML) as a --soap string."""
+    from pargap.analysis.compare import SOAP_KEYS
+    from pargap.errors import InputError
+    from pargap.potential.potential import Potential
+
+    models = [m for m in Potential.load(path).models if m.descriptor.name == "soap"]
+    if not models or models[0].kernel.name != "dot_product":
+        raise InputError("no SOAP model with a dot_product kernel in this potential", file=path)
+    params = models[0].descriptor.params()
+    keys = [k for k in SOAP_KEYS if k != "central_reference_all_species"]  # set per species by compare
+    return " ".join(f"{k}={str(params[k]).lower() if isinstance(params[k], bool) else params[k]}" for k in keys) \
+        + f" zeta={models[0].kernel.zeta}"
 
 
 def read_structures(path):
@@ -317,6 +336,8 @@ def main(argv=None):
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
 
+        if args.soap_from:
+            args.soap = collective(comm, soap_from_potential, args.soap_from)
         soap, zeta = collective(comm, soap_settings, args.soap)
         if args.kernel == "rematch" and not args.gamma > 0:
             raise CollectiveError(f"--gamma must be positive, got {args.gamma}")  # same on every rank

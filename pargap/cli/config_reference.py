@@ -29,7 +29,8 @@ DESCRIPTIONS = {
     "FitSettings.gap": "the models, one `[[gap]]` table each (gap_fit: `gap={... : ...}`); summed and solved together",
     "FitSettings.default_sigma": "noise of the observations `[energy (eV), force (eV/A), virial (eV), "
                                  "hessian (eV/A^2)]`",
-    "FitSettings.gp_file": "output potential (HDF5; written atomically by rank 0)",
+    "FitSettings.gp_file": "output potential, written atomically by rank 0: HDF5, or QUIP's GAP XML (+ sparseX files) "
+                           "if the name ends in .xml (docs/lammps.md)",
     "FitSettings.config_type_sigma": "per config type noise, `{liquid = [sE, sF, sV, sH]}` "
                                      "(gap_fit: `{liquid:sE:sF:sV:sH:...}`)",
     "FitSettings.sigma_per_atom": "multiply the energy and virial sigma by sqrt(number of atoms)",

@@ -18,7 +18,7 @@ def parser():
         "structures, overall and per config type. Key names default to the ones the potential was fitted with.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 internal. Runs under mpirun too (structures are split over ranks).",
     )
-    p.add_argument("potential", help="pargap potential file (HDF5)")
+    p.add_argument("potential", help="potential file: pargap HDF5, or QUIP GAP XML (.xml, e.g. gap_fit's)")
     p.add_argument("data", help="structures with reference energies/forces/virials (extended XYZ or any ASE format)")
     p.add_argument("--json", action="store_true", help="print the errors as JSON instead of a table")
     p.add_argument("--plot", metavar="DIR", help="write parity plots (energy, forces, virial, coloured by "
@@ -27,6 +27,35 @@ def parser():
         p.add_argument(f"--{name.replace('_', '-')}-key", dest=f"{name}_parameter_name", default=None,
                        help=f"key of the {name.replace('_', ' ')} (default: as in the fit)")
     return p
+
+
+def fit_settings(potential):
+    """The settings dict the potential was fitted with: pargap's TOML, or for a gap_fit XML its
+    command line; failing both (or where pargap cannot parse gap_fit's line), gap_fit's defaults with
+    the potential's models, so that only the key names given on the command line matter."""
+    from pargap.errors import PargapError
+    from pargap.settings.config import parse_gapfit_args, settings_from_dict
+
+    if potential.settings:
+        return tomllib.loads(potential.settings)
+    command = potential.provenance.get("command_line", "")
+    if command:
+        try:
+            data = parse_gapfit_args([command])
+            settings_from_dict(dict(data))
+            return data
+        except PargapError:
+            pass
+    gap = []
+    for m in potential.models:
+        entry = {"descriptor": m.descriptor.name, **m.descriptor.params(), "covariance_type": m.kernel.name,
+                 "delta": m.kernel.delta, "n_sparse": m.n_sparse, "add_species": False}
+        if m.kernel.name == "dot_product":
+            entry["zeta"] = m.kernel.zeta
+        else:  # settings hold one theta; eval predicts with the potential's own kernels
+            entry |= {"theta_uniform": float(m.kernel.theta[0]), "f0": m.kernel.f0}
+        gap.append(entry)
+    return {"gap": gap, "default_sigma": [0.001, 0.1, 0.1, 0.0]}
 
 
 def main(argv=None):
@@ -46,7 +75,7 @@ def main(argv=None):
 
         def load():
             potential = Potential.load(args.potential)
-            data = tomllib.loads(potential.settings) if potential.settings else {}
+            data = fit_settings(potential)
             data["at_file"] = args.data
             for key in ("energy", "force", "virial", "stress", "config_type"):
                 value = getattr(args, f"{key}_parameter_name")

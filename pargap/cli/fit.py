@@ -165,6 +165,9 @@ def main(argv=None):
             write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
         log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s")
+        if settings.gp_file.lower().endswith(".xml") and potential.factor is not None:
+            log("the GP factor for predictive variances has no place in GAP XML: fit with an .h5 gp_file "
+                "(and pargap-convert it to XML) to keep it")
         report_memory(comm, settings, log, potential.provenance.get("solver", settings.solver))
         return 0
 

@@ -2,7 +2,8 @@
 
 Kernels follow scikit-learn's habit: the constructor only stores arguments, ``k(X, Y)`` gives
 the (n, m) covariance matrix. The derivative with respect to the descriptor (what force and
-virial rows need) is ``gradient_terms``; hyperparameter derivatives are not needed by the fit.
+virial rows need) is ``gradient_terms``; prediction contracts it with the coefficients first
+(``contraction``). Hyperparameter derivatives are not needed by the fit.
 """
 
 import numpy as np
@@ -52,6 +53,26 @@ class SquaredExponential:
         E = self._exponential(X, Y) if K is None else K - self.f0**2
         return 1.0 / self.theta**2, E, -E
 
+    def contraction(self, Y, beta):
+        """x -> (sum_m beta_m k(x, s_m), sum_m beta_m grad_x k(x, s_m)) for sparse points Y (M, D),
+        beta (M,): a function of X (n, D) and gradients (bool) returning ((n,), (n, D) or None).
+        grad_x k = -delta^2 exp(...) (x - s) / theta^2, so the gradient is
+        -(E beta) x / theta^2 + E (beta s) / theta^2 with E the (n, M) exponentials: O(M D) per x."""
+        Y = np.asarray(Y, dtype=float)
+        beta = np.asarray(beta, dtype=float)
+        offset = self.f0**2 * beta.sum()
+        inv = 1.0 / self.theta**2
+        beta_Y = beta[:, None] * Y * inv
+
+        def contract(X, gradients=True):
+            E = self._exponential(X, Y)
+            e = E @ beta
+            if not gradients:
+                return e + offset, None
+            return e + offset, E @ beta_Y - e[:, None] * (X * inv)
+
+        return contract
+
 
 class DotProduct:
     """gap_fit's ``dot_product`` (SOAP): k(x, s) = delta^2 (x . s)^zeta. No f0, no normalisation:
@@ -86,6 +107,32 @@ class DotProduct:
         """grad_x k(x_i, s_m) . dX = A_im dX . s_m with A = delta^2 zeta (x . s)^(zeta-1); no metric,
         no B term. Returns (None, A (n, m), None)."""
         return None, self.delta**2 * self.zeta * self._power(X @ Y.T, self.zeta - 1.0), None
+
+    def contraction(self, Y, beta):
+        """As SquaredExponential.contraction, for k = delta^2 (x . s)^zeta:
+        sum_m beta_m k = delta^2 sum_m beta_m (x . s_m)^zeta, gradient delta^2 zeta sum_m beta_m
+        (x . s_m)^(zeta-1) s_m: O(M D) per x. For zeta = 2 and D < M the same sums are the quadratic
+        form delta^2 x^T C x with C = sum_m beta_m s_m s_m^T (D, D), gradient 2 delta^2 C x: O(D^2)."""
+        Y = np.asarray(Y, dtype=float)
+        beta = np.asarray(beta, dtype=float)
+        d2 = self.delta**2
+        if self.zeta == 2 and Y.shape[1] < Y.shape[0]:
+            C = (Y.T * beta) @ Y
+
+            def quadratic(X, gradients=True):
+                CX = X @ C
+                return d2 * np.einsum("nd,nd->n", CX, X), (2.0 * d2 * CX if gradients else None)
+
+            return quadratic
+        beta_Y = beta[:, None] * Y
+
+        def contract(X, gradients=True):
+            dots = X @ Y.T
+            P = self._power(dots, self.zeta - 1.0)
+            e = d2 * ((P * dots) @ beta)
+            return e, (d2 * self.zeta * (P @ beta_Y) if gradients else None)
+
+        return contract
 
 
 KERNELS = {"ard_se": SquaredExponential, "dot_product": DotProduct}

@@ -6,7 +6,8 @@ from pargap.potential.potential import Potential
 
 
 class GAPCalculator(Calculator):
-    """ASE calculator for a pargap potential file (HDF5).
+    """ASE calculator for a potential file: pargap's HDF5, or QUIP's GAP XML (``.xml``, e.g. gap_fit's;
+    :mod:`pargap.potential.quip_xml`).
 
     >>> from pargap import GAPCalculator
     >>> atoms.calc = GAPCalculator("potential.h5")

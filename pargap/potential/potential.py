@@ -25,6 +25,9 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /core                 only with a baseline potential; attrs: kind ("glue" or "pair_table"),
                           ip_args (gap_fit's core_ip_args), source (core_param_file as given)
     /core/text            string dataset: the core file's full text (QUIP glue XML or pair table)
+
+A file name ending in .xml means QUIP's GAP XML instead (:mod:`pargap.potential.quip_xml`: what
+quippy and LAMMPS read; it has no /gp and no charge models).
 """
 
 import json
@@ -37,7 +40,7 @@ from pargap.descriptors import make_descriptor
 from pargap.errors import InputError, PargapError
 from pargap.gp.kernels import make_kernel
 from pargap.gp.model import Model
-from pargap.gp.observations import model_rows
+from pargap.gp.prediction import Predictor
 from pargap.version import __version__
 
 FORMAT = "pargap-potential"
@@ -59,8 +62,23 @@ class Potential:
         self.e0 = {int(z): float(v) for z, v in e0.items()}
         self.settings = settings
         self.provenance = dict(provenance or {})
-        self.factor = factor
+        self._factor = factor
+        self._factor_file = None  # an HDF5 file holding /gp, read on first use of ``factor``
         self.sparse_jitter = sparse_jitter
+        self._predictor = None
+
+    @property
+    def factor(self):
+        """The fit's (M, M) upper R (R^T R = K_MM + K_MN Lambda^-1 K_NM) or None; read from the file's
+        /gp only when first asked for (only variances need it)."""
+        if self._factor is None and self._factor_file is not None:
+            self._factor = _read_factor(self._factor_file)
+            self._factor_file = None
+        return self._factor
+
+    @factor.setter
+    def factor(self, value):
+        self._factor, self._factor_file = value, None
 
     @property
     def alpha(self):
@@ -80,28 +98,32 @@ class Potential:
         self.baseline_energy(atoms.numbers)  # raises for unknown species, before any work
         if not self.models:
             raise PargapError("this potential has charge models only (pargap.fitting.charges): no energy to predict")
-        rows = model_rows(atoms, self.models, gradients=gradients)
-        alpha = self.alpha
+        key = [(id(m), id(m.alpha)) for m in self.models]
+        if self._predictor is None or self._predictor[0] != key:  # contract alpha once per set of models
+            self._predictor = (key, Predictor(self.models))
+        p = self._predictor[1](atoms, gradients=gradients)
         e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
-        out = {
-            "energy": float(rows.energy @ alpha) + float(e0_atoms.sum()),
-            "energies": rows.local @ alpha + e0_atoms,
-        }
+        out = {"energy": p.energy + float(e0_atoms.sum()), "energies": p.energies + e0_atoms}
         if gradients:
-            out["forces"] = rows.forces @ alpha
-            virial = rows.virial @ alpha
-            out["virial"] = 0.5 * (virial + virial.T)
+            out["forces"] = p.forces
+            out["virial"] = 0.5 * (p.virial + p.virial.T)
         if self.core is not None:
             for key, value in self.core.calculate(atoms, gradients).items():
                 out[key] = out[key] + value
         return out
 
-    # ---- HDF5 ---------------------------------------------------------------------------------
+    # ---- files -------------------------------------------------------------------------------
     def save(self, path):
-        """Write the potential to ``path`` atomically (temporary file in the same folder, then rename)."""
+        """Write the potential to ``path`` atomically (temporary file in the same folder, then rename):
+        QUIP's GAP XML if the name ends in .xml (:mod:`pargap.potential.quip_xml`; returns its label),
+        else HDF5."""
         import h5py
 
         path = os.fspath(path)
+        if is_quip_xml(path):
+            from pargap.potential import quip_xml
+
+            return quip_xml.save(self, path)
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".pargap-", suffix=".h5.tmp", dir=folder)
@@ -145,11 +167,17 @@ class Potential:
 
     @classmethod
     def load(cls, path):
+        """A potential from its HDF5 file, or from QUIP's GAP XML (name ending in .xml). The GP factor
+        (/gp) is read later, when first used."""
         import h5py
 
         path = os.fspath(path)
         if not os.path.exists(path):
             raise InputError("no such potential file", file=path)
+        if is_quip_xml(path):
+            from pargap.potential import quip_xml
+
+            return cls(**quip_xml.read(path))
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
@@ -169,14 +197,32 @@ class Potential:
                 a = {k: _plain(v) for k, v in f["core"].attrs.items()}
                 text = f["core/text"].asstr()[()]
                 core = CorePotential.from_text(a["kind"], text, a.get("ip_args", ""), a.get("source") or None)
-            factor, jitter = None, None
-            if "gp" in f:
-                M = int(f["gp"].attrs["M"])
-                factor = np.zeros((M, M))
-                factor[np.triu_indices(M)] = f["gp/R_upper"][()]
-                jitter = float(f["gp"].attrs["sparse_jitter"])
-        return cls(models, e0, settings, provenance, core=core, charge_models=charge_models,
-                   factor=factor, sparse_jitter=jitter)
+            has_factor = "gp" in f
+            jitter = float(f["gp"].attrs["sparse_jitter"]) if has_factor else None
+        potential = cls(models, e0, settings, provenance, core=core, charge_models=charge_models,
+                        sparse_jitter=jitter)
+        if has_factor:
+            potential._factor_file = os.path.abspath(path)
+        return potential
+
+
+def is_quip_xml(path):
+    """Whether a potential file name means QUIP's GAP XML (.xml) rather than pargap's HDF5."""
+    return os.fspath(path).lower().endswith(".xml")
+
+
+def _read_factor(path):
+    """The (M, M) upper R stored as /gp/R_upper in a potential file."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            M = int(f["gp"].attrs["M"])
+            factor = np.zeros((M, M))
+            factor[np.triu_indices(M)] = f["gp/R_upper"][()]
+    except (OSError, KeyError) as exc:
+        raise InputError(f"cannot read the GP factor /gp ({exc}); was the file replaced?", file=path) from None
+    return factor
 
 
 def _write_models(group, models):
