@@ -72,7 +72,8 @@ def fit_charge_models(settings, comm, log, timer, seed, structures=None):
     already read (else they are read and partitioned here). Every rank returns the same models."""
     import scipy.linalg
 
-    from pargap.fitting.fit import descriptor_pools, load_structures, species_order
+    from pargap.fitting.fit import descriptor_pools, load_structures, species_order, theta_from_range
+    from pargap.gp.kernels import make_kernel
     from pargap.gp.model import Model
     from pargap.parallel import collective, on_root
     from pargap.linalg.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
@@ -104,8 +105,12 @@ def fit_charge_models(settings, comm, log, timer, seed, structures=None):
         for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
             where = f"charge model {k} ({descriptor.name} " + " ".join(
                 f"{key}={value}" for key, value in descriptor.params().items() if key.startswith(("Z", "species"))) + ")"
+            if g.theta_fac is not None:
+                kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, delta=g.delta, f0=g.f0,
+                                     theta=theta_from_range(comm, g, descriptor, pool))
             x, w, _ = collective(comm, select_sparse, comm, pool, method=g.sparse_method, n_sparse=g.n_sparse,
-                                 seed=seed + SEED_OFFSET + k, sparse_file=g.sparse_file, where=where)
+                                 seed=seed + SEED_OFFSET + k, sparse_file=g.sparse_file, where=where,
+                                 tolerances=(g.unique_descriptor_tolerance, g.unique_hash_tolerance))
             models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
             log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
     with timer.phase("charges: rows"):

@@ -82,13 +82,14 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-def _open(comm, path, mode):
+def open_collective(comm, path, mode):
+    """An HDF5 file opened by every rank of ``comm`` (parallel HDF5 under MPI)."""
     import h5py
 
     if comm.Get_size() > 1 and h5py.get_config().mpi:
         return h5py.File(path, mode, driver="mpio", comm=comm)
     if comm.Get_size() > 1 and mode != "r":
-        raise CollectiveError("checkpoints under MPI need h5py built with MPI (parallel HDF5)")
+        raise CollectiveError(f"{path}: writing rows under MPI needs h5py built with MPI (parallel HDF5)")
     return h5py.File(path, mode)
 
 
@@ -115,7 +116,7 @@ def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_str
 
     def write():
         try:
-            with _open(comm, tmp, "w") as f:
+            with open_collective(comm, tmp, "w") as f:
                 rows = f.create_dataset("rows", (sum(counts), block.shape[1]), dtype="f8")
                 covered = f.create_dataset("structures", (len(structures),), dtype="i8")
                 f.attrs["n_structures"] = int(n_structures)

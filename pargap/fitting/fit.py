@@ -20,6 +20,7 @@ from pargap.fitting.charges import fit_charge_models, fit_charges_only
 from pargap.baselines.core_potential import core_targets, load_core
 from pargap.fitting.checkpoint import Stopped
 from pargap.data.frames import extract, is_isolated_atom, read_frames, scan_frames
+from pargap.data.local_property import local_property_rows, property_offsets
 from pargap.descriptors import make_descriptor
 from pargap.errors import ConfigError, InputError, PargapError
 from pargap.gp.kernels import make_kernel
@@ -98,7 +99,13 @@ def species_order(comm, structures):
 
 def compute_e0(comm, settings, structures, species, core=None):
     """{Z: e0 in eV} by explicit values, isolated atoms or the average energy per atom, plus e0_offset.
-    Energies are taken minus the baseline (core) potential's, as gap_fit does."""
+    Energies are taken minus the baseline (core) potential's, as gap_fit does. As in gap_fit, a
+    given local_property0 sets e0 to zero, and a local-property fit without energies needs none."""
+    if settings.local_property0 is not None or (
+            comm.allreduce(sum(s.local_property is not None for s in structures))
+            and not comm.allreduce(sum(s.energy is not None for s in structures))):
+        return {z: 0.0 for z in species}
+
     def energy(s):
         return s.energy - (core.calculate(s.atoms, gradients=False)["energy"] if core else 0.0)
 
@@ -182,7 +189,8 @@ def expand_models(settings, species, entries=None):
     for k, g in enumerate(settings.gap if entries is None else entries):
         for extra in species_expansion(g, species):
             descriptor = make_descriptor(g.descriptor, **(g.descriptor_params() | extra))
-            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, **g.kernel_params())
+            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension,
+                                 **g.kernel_params(descriptor.dimension))
             expanded.append((descriptor, kernel, g, k))
     return expanded
 
@@ -191,28 +199,50 @@ def descriptor_pools(structures, expanded):
     """Descriptor values (no gradients) of this rank's structures, one pool per model."""
     pools = []
     for descriptor, _, _, _ in expanded:
-        xs, ws, owners = [], [], []
+        xs, ws, owners, types = [], [], [], []
         for s in structures:
             d = descriptor.compute(s.atoms, gradients=False)
             xs.append(d.x)
             ws.append(d.weight)
             owners.append(np.full(len(d), s.index))
+            types.append(np.full(len(d), s.config_type, dtype=object))
         D = descriptor.dimension
         pools.append(DescriptorPool(
             np.concatenate(xs) if xs else np.zeros((0, D)),
             np.concatenate(ws) if ws else np.zeros(0),
             np.concatenate(owners) if owners else np.zeros(0, dtype=int),
+            np.concatenate(types) if types else np.zeros(0, dtype=object),
         ))
     return pools
 
 
-def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None):
+def theta_from_range(comm, g, descriptor, pool):
+    """gap_fit's theta_fac: theta_d = fac_d (max_d - min_d), the range of dimension d over all
+    descriptors of the model on all ranks; 1 where that is below 1e-8 (gpCoordinates_setThetaFactor)."""
+    D = descriptor.dimension
+    ranges = [r for r in comm.allgather((pool.x.min(0), pool.x.max(0)) if len(pool.x) else None) if r is not None]
+    lo, hi = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
+    theta = np.asarray(g.theta_fac_vector(D)) * (hi - lo)
+    return np.where(theta < 1e-8, 1.0, theta)
+
+
+def sparse_config_types(pool, g, settings):
+    """The config type of each descriptor as config_type_n_sparse counts it: its structure's,
+    if that is one of the types named in config_type_n_sparse or config_type_sigma, else
+    "default" (gap_fit's rule)."""
+    known = set(g.config_type_n_sparse) | set(settings.config_type_sigma)
+    return np.where(np.isin(pool.config_type, list(known)), pool.config_type, "default")
+
+
+def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None,
+                    local_property0=None):
     """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
     the QR factorises it in place (written into ``out``, a view of that shape, if given).
 
     Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV); Hessian
     eigenvalues (eV/A^2) by central differences of force rows with displacement hessian_delta;
-    all minus the baseline potential ``core`` (CorePotential or None)."""
+    all minus the baseline potential ``core`` (CorePotential or None); local properties minus
+    local_property0 (pargap.data.local_property)."""
     n_rows = sum(s.n_rows for s in structures)
     M = sum(m.n_sparse for m in models)
     block = np.empty((n_rows, M + 1), order="F") if out is None else out
@@ -221,6 +251,11 @@ def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=
     for s in structures:
         first = row
         rows = model_rows(s.atoms, models, gradients=s.forces is not None or s.virial is not None)
+        if s.local_property is not None:  # per-atom targets: the local rows of the fitted atoms
+            n = s.local_property.n_rows
+            A[row:row + n], b[row:row + n] = local_property_rows(
+                rows.local, s.local_property, property_offsets(s.atoms.numbers, local_property0))
+            row += n
         energy, forces, virial, hessian = core_targets(core, s, hessian_delta)
         if s.energy is not None:
             baseline = sum(e0[int(z)] for z in s.atoms.numbers)
@@ -249,11 +284,12 @@ def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=
 
 
 def append_sparse_index(comm, path, ids):
-    """Append 1-based descriptor indices, one per line, as gap_fit's print_sparse_index (rank 0)."""
+    """Append 1-based descriptor indices to ``path`` as gap_fit's print_sparse_index does: one line,
+    the indices separated by spaces (rank 0)."""
     if comm.Get_rank() == 0:
         try:
             with open(path, "a") as fh:
-                fh.writelines(f"{i + 1}\n" for i in ids)
+                fh.write(" ".join(str(i + 1) for i in ids) + "\n")
         except OSError as exc:
             raise PargapError(f"print_sparse_index: cannot write {path}: {exc}") from None
 
@@ -292,16 +328,17 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
             sum(3 * s.n_atoms for s in structures if s.forces is not None),
             sum(6 for s in structures if s.virial is not None),
             sum(len(s.hessian) for s in structures),
+            sum(s.local_property.n_rows for s in structures if s.local_property is not None),
         ]))
     from ase.data import chemical_symbols
 
     log("species " + " ".join(chemical_symbols[z] for z in species) + "; e0 "
         + " ".join(f"{chemical_symbols[z]}={v:.6f}" for z, v in e0.items()) + " eV")
     log(f"observations: {counts[0]} energies, {counts[1]} force components, {counts[2]} virial components, "
-        f"{counts[3]} Hessian eigenvalues")
+        f"{counts[3]} Hessian eigenvalues" + (f", {counts[4]} local properties" if counts[4] else ""))
     check("read")
 
-    expanded = expand_models(settings, species)
+    expanded = collective(comm, expand_models, settings, species)  # reads theta files: one verdict
     with timer.phase("descriptors"):
         pools = descriptor_pools(structures, expanded)
         counts = comm.allreduce(np.array([len(pool.x) for pool in pools], dtype=np.int64))
@@ -322,9 +359,25 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
         for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
             where = f"model {k} ({descriptor.name} " + " ".join(
                 f"{key}={value}" for key, value in descriptor.params().items() if key.startswith(("Z", "species"))) + ")"
+            if g.theta_fac is not None:
+                theta = theta_from_range(comm, g, descriptor, pool)
+                kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, delta=g.delta, theta=theta,
+                                     f0=g.f0)
+            if g.config_type_n_sparse:
+                pool = dataclasses.replace(pool, config_type=sparse_config_types(pool, g, settings))
+            gpcov = settings.sparse_use_actual_gpcov and g.sparse_method == "farthest_point"
+            if settings.sparse_use_actual_gpcov and not gpcov and k == 0:
+                log("sparse_use_actual_gpcov: only farthest_point uses the kernel (gap_fit: cluster and covariance, "
+                    f"which pargap does not have); no effect with sparse_method={g.sparse_method}")
             x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method,
-                                   n_sparse=g.n_sparse, seed=seed + k, sparse_file=g.sparse_file, where=where)
+                                   n_sparse=g.n_sparse, seed=seed + k, sparse_file=g.sparse_file, where=where,
+                                   config_type_n_sparse=g.config_type_n_sparse,
+                                   tolerances=(g.unique_descriptor_tolerance, g.unique_hash_tolerance),
+                                   kernel=kernel if gpcov else None)
             models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
+            log.verbose(f"{where}: {comm.allreduce(len(pool.x))} descriptors of dimension {descriptor.dimension}; "
+                        f"kernel {kernel.name} " + ", ".join(f"{key}={np.round(value, 6).tolist()}"
+                                                             for key, value in kernel.params().items()))
             if g.print_sparse_index:
                 collective(comm, append_sparse_index, comm, g.print_sparse_index, ids)
             log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
@@ -366,7 +419,7 @@ def fill_rows(settings, comm, log, timer, structures, models, e0, block, start=0
                     if stop is not None and stop.received:
                         break
                     covariance_rows([s], models, e0, settings.at_file, settings.hessian_delta, core,
-                                    out=block[row + n:row + n + s.n_rows])
+                                    out=block[row + n:row + n + s.n_rows], local_property0=settings.local_property0)
                     n += s.n_rows
                     done.append(s.index)
                     if stop is not None:
@@ -399,6 +452,9 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     log = log or Log(comm)
     timer = timer or PhaseTimer(comm, log)
     rank, size = comm.Get_rank(), comm.Get_size()
+    if settings.sparsify_only_no_fit:
+        raise ConfigError("sparsify_only_no_fit is set: choose the sparse points with "
+                          "pargap.fitting.sparsify_only.sparsify_only, or unset it to fit")
     core = collective(comm, load_core, settings)
     if core is not None:
         log(f"baseline potential: {settings.core_ip_args} from {settings.core_param_file} "
@@ -448,6 +504,13 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     n_total = comm.allreduce(block.shape[0])
     M = block.shape[1] - 1
     log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
+    if settings.linear_system_dump_file:
+        from pargap.fitting.linear_system import dump_linear_system
+
+        with timer.phase("dump"):
+            dump_linear_system(comm, settings.linear_system_dump_file, block, structures, models,
+                               settings.sparse_jitter)
+        log(f"linear system written to {settings.linear_system_dump_file}")
     if checkpoint and not (restart and complete):
         with timer.phase("checkpoint"):
             saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures, data_hash)
@@ -499,8 +562,13 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     if store and solver == "scalapack":
         log("no predictive-variance factor (/gp) in the potential: the ScaLAPACK solver keeps R distributed "
             "(solver = \"tsqr\" keeps it, when its triangles fit on rank 0)")
+    local_property = None
+    if comm.allreduce(sum(s.local_property is not None for s in structures)):
+        local_property = settings.local_property_parameter_name  # e0 + local_property0 as gap_fit's XML
+        e0 = {z: v + float(property_offsets([z], settings.local_property0)[0]) for z, v in e0.items()}
     return Potential(models, e0, settings_toml, provenance, core=core, charge_models=charge_models,
-                     factor=solution.factor if store else None, sparse_jitter=settings.sparse_jitter)
+                     factor=solution.factor if store else None, sparse_jitter=settings.sparse_jitter,
+                     local_property=local_property)
 
 
 STORE_COVARIANCE_MAX_M = 20000

@@ -388,7 +388,8 @@ def optimise(settings, comm=None, log=None, what=("sigma", "delta", "theta"), ma
     n_gap = len(s.gap)
     deltas = list(range(n_gap)) if "delta" in what else []
     scales = [g for g in range(4) if lik.counts[g] > 0] if "sigma" in what else []
-    thetas = [k for k, g in enumerate(s.gap) if g.covariance_type == "ard_se"] if "theta" in what else []
+    thetas = [k for k, g in enumerate(s.gap) if g.covariance_type == "ard_se" and g.theta_uniform is not None] \
+        if "theta" in what else []  # theta_fac and theta_file entries keep their length scales
 
     def check():
         unknown = set(what) - {"sigma", "delta", "theta"}

@@ -13,6 +13,8 @@ class GAPCalculator(Calculator):
 
     Properties: energy (eV), energies (eV per atom), forces (eV/Angstrom), stress (eV/Angstrom^3,
     Voigt order xx yy zz yz xz xy, ASE sign: stress = -virial / volume; periodic cells only);
+    local_property (n_atoms,), in the unit of the data, for a potential fitted to a per-atom
+    property (gap_fit's local_property; such a potential has no energy);
     charges (e) for a potential with charge models (:mod:`pargap.fitting.charges`), and
     :meth:`get_electrostatic_potential` (V). A potential with charge models only has no energy.
     Parameter total_charge (e, default None): if set, the predicted charges sum to it exactly
@@ -23,7 +25,7 @@ class GAPCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges",
-                              "energy_variance", "energies_variance"]
+                              "energy_variance", "energies_variance", "local_property"]
     default_parameters = {"total_charge": None}
 
     def __init__(self, potential, variance=False, **kwargs):
@@ -50,6 +52,15 @@ class GAPCalculator(Calculator):
                                                       self.parameters.get("total_charge"))
         elif "charges" in properties:
             raise PropertyNotImplementedError("charges need a potential with a charge model (charge_gap)")
+        if self.potential.local_property is not None:
+            self.results["local_property"] = self.potential.predict_local_property(self.atoms)
+            if set(properties) - {"local_property", "charges"}:
+                raise PropertyNotImplementedError(
+                    f"{sorted(set(properties) - {'local_property', 'charges'})}: this potential predicts the local "
+                    f"property '{self.potential.local_property}' per atom, not energies")
+            return
+        elif "local_property" in properties:
+            raise PropertyNotImplementedError("local_property needs a potential fitted to a local property")
         if not self.potential.models:
             if set(properties) - {"charges"}:
                 raise PropertyNotImplementedError(

@@ -6,7 +6,9 @@
 
 HDF5 layout (one file per potential, readable with plain h5py):
 
-    /                     attrs: format="pargap-potential", format_version, pargap_version
+    /                     attrs: format="pargap-potential", format_version, pargap_version;
+                          local_property (its key name) for a local-property fit, whose models
+                          predict a per-atom property (e0 then holds local_property0)
     /e0                   datasets Z (S,) atomic numbers and e0 (S,) isolated-atom energies (eV)
     /models/<k>           k = 0, 1, ... in fit order; attrs: descriptor (name), kernel (name),
                           gap_index, and every descriptor/kernel hyperparameter as
@@ -52,8 +54,9 @@ class Potential:
     predictive variance (:mod:`pargap.potential.variance`)."""
 
     def __init__(self, models, e0, settings="", provenance=None, core=None, charge_models=(),
-                 factor=None, sparse_jitter=None):
+                 factor=None, sparse_jitter=None, local_property=None):
         self.core = core
+        self.local_property = local_property
         self.models = list(models)
         self.charge_models = list(charge_models)
         self.e0 = {int(z): float(v) for z, v in e0.items()}
@@ -75,11 +78,23 @@ class Potential:
             )
         return float(sum(self.e0[int(z)] for z in numbers))
 
+    def predict_local_property(self, atoms):
+        """A local-property potential's per-atom property (n,): p_a = p0(Z_a) + sum over the
+        descriptors centred on atom a of sum_m alpha_m w k w_m (its e0 holds p0)."""
+        if self.local_property is None:
+            raise PargapError("this potential was fitted to energies, not to a local property")
+        self.baseline_energy(atoms.numbers)  # raises for unknown species
+        rows = model_rows(atoms, self.models, gradients=False)
+        return rows.local @ self.alpha + np.array([self.e0[int(z)] for z in atoms.numbers])
+
     def predict(self, atoms, gradients=True):
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
         self.baseline_energy(atoms.numbers)  # raises for unknown species, before any work
         if not self.models:
             raise PargapError("this potential has charge models only (pargap.fitting.charges): no energy to predict")
+        if self.local_property is not None:
+            raise PargapError(f"this potential predicts the local property '{self.local_property}' per atom "
+                              "(predict_local_property), not energies")
         rows = model_rows(atoms, self.models, gradients=gradients)
         alpha = self.alpha
         e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
@@ -111,6 +126,8 @@ class Potential:
                 f.attrs["format"] = FORMAT
                 f.attrs["format_version"] = FORMAT_VERSION
                 f.attrs["pargap_version"] = __version__
+                if self.local_property is not None:
+                    f.attrs["local_property"] = self.local_property
                 zs = sorted(self.e0)
                 g = f.create_group("e0")
                 g.create_dataset("Z", data=np.array(zs, dtype=np.int64))
@@ -161,6 +178,7 @@ class Potential:
             models = _read_models(f["models"])
             charge_models = _read_models(f["charge_models"]) if "charge_models" in f else []
             settings = f["settings"].attrs.get("toml", "")
+            local_property = _plain(f.attrs["local_property"]) if "local_property" in f.attrs else None
             provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
             core = None
             if "core" in f:
@@ -176,7 +194,7 @@ class Potential:
                 factor[np.triu_indices(M)] = f["gp/R_upper"][()]
                 jitter = float(f["gp"].attrs["sparse_jitter"])
         return cls(models, e0, settings, provenance, core=core, charge_models=charge_models,
-                   factor=factor, sparse_jitter=jitter)
+                   factor=factor, sparse_jitter=jitter, local_property=local_property)
 
 
 def _write_models(group, models):
