@@ -402,3 +402,78 @@ def test_every_option_has_a_row_in_the_migration_table():
     assert set(OPTIONS) <= rows
     for option in ("theta_fac", "theta_file", "config_type_n_sparse", "unique_hash_tolerance"):
         assert f"`{option}`" in text
+
+
+# ---- under MPI ---------------------------------------------------------------------------------
+
+MPI_TIMEOUT = 180
+
+
+def _alpha(path):
+    with h5py.File(path, "r") as f:
+        return np.concatenate([f["models"][k]["alpha"][()] for k in sorted(f["models"], key=int)])
+
+
+def test_options_on_two_ranks_equal_one(tmp_path, monkeypatch):
+    """theta_fac (a range over all ranks' descriptors), config_type_n_sparse, the linear-system dump
+    (written with parallel HDF5) and sparsify_only_no_fit give on 2 ranks what they give on one."""
+    import sys
+
+    from conftest import run_job
+
+    monkeypatch.chdir(tmp_path)
+    write_frames(tmp_path / "train.xyz")
+    tokens = gap_line(theta_fac=0.3, n_sparse=None, sparse_method="random", config_type_n_sparse="{bulk:5:cluster:3}")
+    serial = fit_line(tokens + ["linear_system_dump_file=dump1.h5"])
+    mpirun = ["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-m", "pargap.cli.fit", "-q"]
+    run = run_job(mpirun + tokens + ["linear_system_dump_file=dump2.h5", "gp_file=gp2.h5"], cwd=tmp_path,
+                  timeout=MPI_TIMEOUT)
+    assert run.returncode == 0, run.stderr
+    # the same problem, QR'd in another row order: equal to rounding (|alpha| ~ 1e3 here)
+    np.testing.assert_allclose(_alpha(tmp_path / "gp2.h5"), serial.alpha, rtol=0, atol=1e-8 * np.abs(serial.alpha).max())
+    with h5py.File("dump1.h5") as one, h5py.File("dump2.h5") as two:
+        np.testing.assert_array_equal(one["K_MM"][()], two["K_MM"][()])
+        order1, order2 = np.lexsort(one["A"][()].T), np.lexsort(two["A"][()].T)
+        np.testing.assert_allclose(one["A"][()][order1], two["A"][()][order2], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(one["b"][()][order1], two["b"][()][order2], rtol=1e-12, atol=1e-14)
+    run = run_job(mpirun + tokens + ["sparsify_only_no_fit=T", "gp_file=sp.h5"], cwd=tmp_path, timeout=MPI_TIMEOUT)
+    assert run.returncode == 0, run.stderr
+    x = np.loadtxt(tmp_path / "sp.h5.sparseX.0").reshape(-1, 2)
+    np.testing.assert_array_equal(x[:, 1:], serial.models[0].sparse_x)
+
+
+def test_local_property_fit_on_two_ranks_matches_gap_fit(tmp_path):
+    import json
+    import sys
+
+    from conftest import run_job
+
+    ref = json.loads((DATA / "local_property_Si.json").read_text())
+    shutil.copy(DATA / "local_property_Si.xyz", tmp_path / "train.xyz")
+    shutil.copy(DATA / "local_property_index.gapfit", tmp_path / "index.txt")
+    line_ = ref["config"].replace("gp_file=gp.xml", "gp_file=gp.h5").split()
+    run = run_job(["mpirun", "-n", "2", "--oversubscribe", sys.executable, "-m", "pargap.cli.fit", "-q", *line_],
+                  cwd=tmp_path, timeout=MPI_TIMEOUT)
+    assert run.returncode == 0, run.stderr
+    alpha = np.asarray(ref["coords"][0]["alpha"])
+    np.testing.assert_allclose(_alpha(tmp_path / "gp.h5"), alpha, rtol=1e-5, atol=1e-8 * np.abs(alpha).max())
+
+
+def test_the_new_settings_survive_the_toml_round_trip(tmp_path, monkeypatch):
+    """--print-config turns a line with the new options into TOML that loads to the same settings."""
+    import tomllib
+
+    monkeypatch.chdir(tmp_path)
+    Path("theta.txt").write_text("0.5\n")
+    tokens = line(parameter_name_prefix="dft_", hessian_parameter_name="curv", local_property0="{Si:0.5:C:-0.2}",
+                  default_local_property_sigma="0.02", export_covariance="T", linear_system_dump_file="d.h5",
+                  verbosity="nerd", sparse_use_actual_gpcov="T", template_file="t.xyz",
+                  gap="{distance_2b cutoff=4.0 delta=1.0 theta_fac={0.2} config_type_n_sparse={bulk:3:cluster:2} "
+                      "sparse_method=random unique_hash_tolerance=1e-8 unique_descriptor_tolerance=1e-9 : "
+                      "distance_2b cutoff=3.0 delta=1.0 theta_file=theta.txt n_sparse=4}")
+    settings = settings_from_dict(parse_gapfit_args(tokens))
+    assert settings.energy_parameter_name == "dft_energy" and settings.hessian_parameter_name == "dft_curv"
+    assert settings.local_property0 == {"Si": 0.5, "C": -0.2} and settings.store_covariance is True
+    assert settings.verbosity == "NERD" and settings.gap[0].config_type_n_sparse == {"bulk": 3, "cluster": 2}
+    again = settings_from_dict(tomllib.loads(settings.to_toml()))
+    assert again == settings

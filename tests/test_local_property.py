@@ -121,3 +121,22 @@ def test_angle_3b_theta_fac_matches_gap_fit(tmp_path, monkeypatch):
     for model, coord in zip(pot.models, ref["coords"]):
         np.testing.assert_allclose(model.kernel.theta, coord["theta"], rtol=1e-12)
         np.testing.assert_allclose(model.alpha, coord["alpha"], rtol=1e-5, atol=1e-8 * np.abs(coord["alpha"]).max())
+
+
+def test_charges_fitted_as_a_local_property_are_ase_charges(reference, tmp_path):
+    """A local property named like charges (here the same data under the key hirshfeld_charges) is
+    also given as ASE's charges, equal to the local property."""
+    frames = ase.io.read("train.xyz", ":")
+    for atoms in frames:
+        atoms.arrays["hirshfeld_charges"] = atoms.arrays.pop("local_property")
+    ase.io.write("charges.xyz", frames, format="extxyz")
+    shutil.copy(DATA / "local_property_index.gapfit", tmp_path / "index.txt")
+    line = reference["config"].replace("gp_file=gp.xml", "gp_file=q.h5").replace("at_file=train.xyz", "at_file=charges.xyz")
+    pot = fit_line(line + " local_property_parameter_name=hirshfeld_charges")
+    np.testing.assert_allclose(pot.models[0].alpha, reference["coords"][0]["alpha"], rtol=1e-5)
+    write_potential(SerialComm(), pot, "q.h5")
+    atoms = frames[0]
+    atoms.calc = GAPCalculator("q.h5")
+    np.testing.assert_array_equal(atoms.get_charges(), atoms.calc.get_property("local_property", atoms))
+    with pytest.raises(Exception, match="not energies"):
+        atoms.get_potential_energy()

@@ -354,6 +354,10 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
     pools = [p for k, p in enumerate(pools) if k not in unused]
     check("descriptors")
 
+    unaffected = sorted({g.sparse_method for _, _, g, _ in expanded if g.sparse_method != "farthest_point"})
+    if settings.sparse_use_actual_gpcov and unaffected:
+        log("sparse_use_actual_gpcov: only farthest_point measures distances with the kernel (gap_fit uses it for "
+            f"cluster and covariance, which pargap does not have); no effect on sparse_method {', '.join(unaffected)}")
     with timer.phase("sparse points"):
         models = []
         for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
@@ -366,9 +370,6 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
             if g.config_type_n_sparse:
                 pool = dataclasses.replace(pool, config_type=sparse_config_types(pool, g, settings))
             gpcov = settings.sparse_use_actual_gpcov and g.sparse_method == "farthest_point"
-            if settings.sparse_use_actual_gpcov and not gpcov and k == 0:
-                log("sparse_use_actual_gpcov: only farthest_point uses the kernel (gap_fit: cluster and covariance, "
-                    f"which pargap does not have); no effect with sparse_method={g.sparse_method}")
             x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method,
                                    n_sparse=g.n_sparse, seed=seed + k, sparse_file=g.sparse_file, where=where,
                                    config_type_n_sparse=g.config_type_n_sparse,

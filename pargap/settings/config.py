@@ -105,8 +105,6 @@ class GapSettings:
         if self.covariance_type == "ard_se" and len(thetas) != 1:
             raise ConfigError(f"{where}: the ard_se kernel needs exactly one of theta_uniform, theta_fac or "
                               f"theta_file, got {', '.join(thetas) or 'none'}")
-        if self.covariance_type == "dot_product" and thetas:
-            raise ConfigError(f"{where}: {thetas[0]} is a setting of the ard_se kernel, not of dot_product")
         if self.theta_fac is not None:
             fac = tuple(_float_list(self.theta_fac if isinstance(self.theta_fac, (list, tuple)) else [self.theta_fac],
                                     f"{where}.theta_fac"))
