@@ -102,8 +102,8 @@ def compute_e0(comm, settings, structures, species, core=None):
     Energies are taken minus the baseline (core) potential's, as gap_fit does. As in gap_fit, a
     given local_property0 sets e0 to zero, and a local-property fit without energies needs none."""
     if settings.local_property0 is not None or (
-            comm.allreduce(sum(s.local_property is not None for s in structures))
-            and not comm.allreduce(sum(s.energy is not None for s in structures))):
+            not comm.allreduce(sum(s.energy is not None for s in structures))
+            and comm.allreduce(sum(getattr(s, "local_property", None) is not None for s in structures))):
         return {z: 0.0 for z in species}
 
     def energy(s):

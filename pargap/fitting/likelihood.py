@@ -59,10 +59,14 @@ BOUND = math.log(1e3)
 # ---- noise groups of the rows ---------------------------------------------------------------------
 
 def _sigmas(s):
-    """Row sigmas of one structure, in covariance_rows' order (energy, forces, virial, Hessian)."""
+    """Row sigmas of one structure, in covariance_rows' order (local properties, energy, forces,
+    virial, Hessian); local-property rows keep their sigma (group FIXED)."""
     from pargap.gp.observations import VIRIAL_COMPONENTS
 
     out, kinds = [], []
+    if s.local_property is not None:
+        out.append(np.full(s.local_property.n_rows, s.local_property.sigma))
+        kinds.append([FIXED] * s.local_property.n_rows)
     if s.energy is not None:
         out.append([s.sigma_energy])
         kinds.append([0])
