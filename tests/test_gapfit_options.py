@@ -228,8 +228,10 @@ def test_sparsify_only_writes_file_form_sparse_points_that_reproduce_the_fit(tmp
     assert not (tmp_path / "gp.h5").exists()
     assert len((tmp_path / "idx.txt").read_text().splitlines()) == 1  # gap_fit's layout: one line
     direct = fit_line(line())
-    from_file = fit_line(line(gap=GAP.replace("sparse_method=uniform", "sparse_method=file sparse_file=gp.h5.sparseX.0")))
-    from_index = fit_line(line(gap=GAP.replace("sparse_method=uniform", "sparse_method=index_file sparse_file=idx.txt")))
+    from_file = fit_line(line(gap=GAP.replace("sparse_method=uniform",
+                                              "sparse_method=file sparse_file=gp.h5.sparseX.0")))
+    from_index = fit_line(line(gap=GAP.replace("sparse_method=uniform",
+                                               "sparse_method=index_file sparse_file=idx.txt")))
     np.testing.assert_allclose(from_file.alpha, direct.alpha, rtol=1e-10)
     np.testing.assert_allclose(from_index.alpha, direct.alpha, rtol=1e-10)
 
@@ -430,7 +432,8 @@ def test_options_on_two_ranks_equal_one(tmp_path, monkeypatch):
                   timeout=MPI_TIMEOUT)
     assert run.returncode == 0, run.stderr
     # the same problem, QR'd in another row order: equal to rounding (|alpha| ~ 1e3 here)
-    np.testing.assert_allclose(_alpha(tmp_path / "gp2.h5"), serial.alpha, rtol=0, atol=1e-8 * np.abs(serial.alpha).max())
+    np.testing.assert_allclose(_alpha(tmp_path / "gp2.h5"), serial.alpha, rtol=0,
+                               atol=1e-8 * np.abs(serial.alpha).max())
     with h5py.File("dump1.h5") as one, h5py.File("dump2.h5") as two:
         np.testing.assert_array_equal(one["K_MM"][()], two["K_MM"][()])
         order1, order2 = np.lexsort(one["A"][()].T), np.lexsort(two["A"][()].T)

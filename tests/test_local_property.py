@@ -111,8 +111,10 @@ def test_angle_3b_theta_fac_matches_gap_fit(tmp_path, monkeypatch):
     (gap,) = data["gap"]
     data["gap"] = []
     for k, coord in enumerate(ref["coords"]):
-        species = dict(item.split("=") for item in coord["descriptor"].split() if item.split("=")[0] in ("Z", "Z1", "Z2"))
-        np.savetxt(tmp_path / f"sparse{k}.txt", np.column_stack([coord["cutoff"], coord["sparsex"]]).ravel(), fmt="%.17g")
+        species = dict(item.split("=") for item in coord["descriptor"].split()
+                       if item.split("=")[0] in ("Z", "Z1", "Z2"))
+        np.savetxt(tmp_path / f"sparse{k}.txt", np.column_stack([coord["cutoff"], coord["sparsex"]]).ravel(),
+                   fmt="%.17g")
         data["gap"].append(gap | {k2: int(v) for k2, v in species.items()}
                            | {"add_species": False, "sparse_method": "file", "sparse_file": f"sparse{k}.txt"})
         data["gap"][-1].pop("n_sparse", None)
@@ -131,7 +133,8 @@ def test_charges_fitted_as_a_local_property_are_ase_charges(reference, tmp_path)
         atoms.arrays["hirshfeld_charges"] = atoms.arrays.pop("local_property")
     ase.io.write("charges.xyz", frames, format="extxyz")
     shutil.copy(DATA / "local_property_index.gapfit", tmp_path / "index.txt")
-    line = reference["config"].replace("gp_file=gp.xml", "gp_file=q.h5").replace("at_file=train.xyz", "at_file=charges.xyz")
+    line = reference["config"].replace("gp_file=gp.xml", "gp_file=q.h5").replace("at_file=train.xyz",
+                                                                                 "at_file=charges.xyz")
     pot = fit_line(line + " local_property_parameter_name=hirshfeld_charges")
     np.testing.assert_allclose(pot.models[0].alpha, reference["coords"][0]["alpha"], rtol=1e-5)
     write_potential(SerialComm(), pot, "q.h5")

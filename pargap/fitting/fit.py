@@ -325,7 +325,7 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
         e0 = collective(comm, compute_e0, comm, settings, structures, species, core)
         counts = comm.allreduce(np.array([
             sum(s.energy is not None for s in structures),
-            sum(3 * s.n_atoms for s in structures if s.forces is not None),
+            sum(int(np.isfinite(s.sigma_forces).sum()) for s in structures if s.forces is not None),  # unmasked
             sum(6 for s in structures if s.virial is not None),
             sum(len(s.hessian) for s in structures),
             sum(s.local_property.n_rows for s in structures if s.local_property is not None),

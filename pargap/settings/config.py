@@ -129,8 +129,10 @@ class GapSettings:
             raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs sparse_file")
         if self.n_sparse is not None and self.n_sparse < 1:
             raise ConfigError(f"{where}: n_sparse must be at least 1, got {self.n_sparse}")
-        if self.sparse_method not in ("index_file", "file", "none") and not (self.n_sparse or self.config_type_n_sparse):
-            raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs n_sparse > 0 (or config_type_n_sparse)")
+        if self.sparse_method not in ("index_file", "file", "none") and not (self.n_sparse or
+                                                                              self.config_type_n_sparse):
+            raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs n_sparse > 0 "
+                              "(or config_type_n_sparse)")
         for name in ("cutoff", "delta", "theta_uniform", "zeta", "atom_sigma"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
