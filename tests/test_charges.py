@@ -356,6 +356,7 @@ def test_pargap_eval_reports_esp_errors_overall_and_per_molecule(tmp_path, rng, 
     assert eval_main([str(tmp_path / "q.h5"), str(tmp_path / "train.xyz"), "--json"]) == 0
     table = json.loads(capsys.readouterr().out)
     calc = GAPCalculator(tmp_path / "q.h5")
+    frames = ase.io.read(tmp_path / "train.xyz", ":")  # the positions pargap-eval reads
     squares = {}
     for k, atoms in enumerate(frames):
         points = atoms.info["esp_points"].reshape(-1, 3)
