@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from pargap.cli.eval import main as eval_main
-from pargap.fitting.fit import fit, write_potential
+from pargap.fitting.fit import fit
+from pargap.fitting.output import write_potential
 from pargap.parallel import SerialComm
 from pargap.potential.calculator import GAPCalculator
 from pargap.progress import Log

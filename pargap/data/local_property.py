@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pargap.data.fields import lookup, validated_array
 from pargap.errors import InputError
 
 
@@ -39,14 +40,12 @@ class LocalPropertyObservations:
 def local_property_observations(atoms, index, settings, file):
     """The local property of one structure (ase.Atoms) -> LocalPropertyObservations, or None when
     it has none. Errors name the file, the structure and the key."""
-    from pargap.data.frames import _array, lookup
-
     n = len(atoms)
     key = settings.local_property_parameter_name
     values = lookup(atoms, key, per_atom=True)
     if values is None:
         return None
-    values = _array(values, lambda a: a.size == n, f"local property (expected {n} values, one per atom)",
+    values = validated_array(values, lambda a: a.size == n, f"local property (expected {n} values, one per atom)",
                     file, index, key).reshape(n)
     mkey = settings.local_property_mask_parameter_name
     mask = lookup(atoms, mkey, per_atom=True)
@@ -61,7 +60,8 @@ def local_property_observations(atoms, index, settings, file):
     if sigma is None:
         sigma = settings.default_local_property_sigma
     else:
-        sigma = float(_array(sigma, lambda a: a.size == 1, "local property sigma", file, index, skey).ravel()[0])
+        sigma = validated_array(sigma, lambda a: a.size == 1, "local property sigma", file, index, skey)
+        sigma = float(sigma.ravel()[0])
     if not sigma > 0:
         raise InputError(f"the local property sigma must be positive, got {sigma} (set "
                          "default_local_property_sigma)", file=file, structure=index, key=skey)

@@ -13,6 +13,8 @@ import os
 import numpy as np
 
 from pargap.errors import PargapError
+from pargap.fitting.fit import build_models
+from pargap.fitting.models import draw_seed
 from pargap.parallel import on_root
 
 
@@ -36,11 +38,7 @@ def write_sparse_points(path, x, weight):
 def sparsify_only(settings, comm, log, timer):
     """Phases read, descriptors and sparse points of a fit, then the sparse-point files (rank 0).
     Returns the files written."""
-    from pargap.fitting.fit import build_models
-
-    seed = settings.rnd_seed
-    if seed < 0:
-        seed = comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if comm.Get_rank() == 0 else None, root=0)
+    seed = draw_seed(comm, settings.rnd_seed)
     _, models, _, _, _ = build_models(settings, comm, log, timer, seed)
     paths = [sparse_point_file(settings.gp_file, k) for k in range(len(models))]
 

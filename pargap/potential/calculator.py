@@ -16,7 +16,7 @@ class GAPCalculator(Calculator):
     local_property (n_atoms,), in the unit of the data, for a potential fitted to a per-atom
     property (gap_fit's local_property; such a potential has no energy), also as charges (e)
     when the property's key ends in "charges" (per-atom charges fitted directly);
-    charges (e) for a potential with charge models (:mod:`pargap.fitting.charges`), and
+    charges (e) for a potential with charge models (:mod:`pargap.potential.charges`), and
     :meth:`get_electrostatic_potential` (V). A potential with charge models only has no energy.
     Parameter total_charge (e, default None): if set, the predicted charges sum to it exactly
     (see :func:`pargap.potential.charges.predict_charges`), e.g. ``GAPCalculator("q.h5", total_charge=0)``.
