@@ -144,3 +144,16 @@ def test_charges_fitted_as_a_local_property_are_ase_charges(reference, tmp_path)
     np.testing.assert_array_equal(atoms.get_charges(), atoms.calc.get_property("local_property", atoms))
     with pytest.raises(Exception, match="not energies"):
         atoms.get_potential_energy()
+
+
+def test_a_restarted_local_property_fit_is_still_one(reference, tmp_path):
+    """The checkpoint records the kind of fit: a restart from complete rows (no structure read
+    again) gives the same local-property potential."""
+    shutil.copy(DATA / "local_property_index.gapfit", tmp_path / "index.txt")
+    line = reference["config"].replace("gp_file=gp.xml", "gp_file=gp.h5")
+    settings = settings_from_dict(parse_gapfit_args(line.split()))
+    first = fit(settings, SerialComm(), QUIET, checkpoint=str(tmp_path / "ck"))
+    again = fit(settings, SerialComm(), QUIET, restart=str(tmp_path / "ck"))
+    assert first.local_property == again.local_property == "local_property"
+    assert again.e0 == first.e0 == {14: 4.0}
+    np.testing.assert_allclose(again.alpha, first.alpha, rtol=1e-12)

@@ -118,6 +118,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
                                      file=settings.at_file)
 
             collective(comm, same_data)
+            was_local = on_root(comm, saved.saved_local_property, restart)
             complete = len(covered) >= n_structures
             done = [int(i) for i in covered]
         if not complete:
@@ -132,6 +133,9 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
             return fit_charges_only(settings, comm, log, timer, seed)
         structures, models, e0, data_hash, n_structures = build_models(settings, comm, log, timer, seed, stop, core)
         block = empty_rows(structures, models)
+        was_local = None
+    local_property = was_local or (settings.local_property_parameter_name if comm.allreduce(
+        sum(s.local_property is not None for s in structures)) else None)  # a fit of per-atom properties
     # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
     start = block.shape[0] - sum(s.n_rows for s in structures)
@@ -141,7 +145,8 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     if stopped or (stop is not None and stop.agreed()):  # a stop request before the solve
         folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
         with timer.phase("checkpoint"):
-            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures, data_hash)
+            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures, data_hash,
+                       local_property)
         raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} "
                             f"structures written to {folder}; resume with --restart {folder}", folder)
     n_total = comm.allreduce(block.shape[0])
@@ -154,7 +159,8 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         log(f"linear system written to {settings.linear_system_dump_file}")
     if checkpoint and not (restart and complete):
         with timer.phase("checkpoint"):
-            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures, data_hash)
+            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures, data_hash,
+                       local_property)
         log(f"checkpoint written to {checkpoint}")
 
     with timer.phase("solve"):
@@ -167,9 +173,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     charge_models, charge_info = fit_charge_models(settings, comm, log, timer, seed)  # a GP of its own
     facts = provenance(comm, settings, seed, data_hash, condition_estimate=solution.condition,
                        n_rows=int(n_total), solver=solver, **charge_info)
-    local_property = None
-    if comm.allreduce(sum(s.local_property is not None for s in structures)):
-        local_property = settings.local_property_parameter_name  # e0 + local_property0, as gap_fit's XML
+    if local_property is not None:  # its e0 is e0 + local_property0, as gap_fit's XML
         e0 = {z: v + float(property_offsets([z], settings.local_property0)[0]) for z, v in e0.items()}
     return Potential(models, e0, settings_toml, facts, core=core, charge_models=charge_models,
                      factor=variance_factor(settings, solution, solver, log), sparse_jitter=settings.sparse_jitter,
