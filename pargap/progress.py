@@ -13,16 +13,27 @@ def peak_memory_mb():
 
 
 class Log:
-    """Progress messages, printed by rank 0 only and flushed at once (batch logs show them live)."""
+    """Progress messages, printed by rank 0 only and flushed at once (batch logs show them live).
 
-    def __init__(self, comm, stream=None, quiet=False):
+    ``verbosity``: gap_fit's levels. NORMAL prints ``log(message)``; VERBOSE, NERD and ANALYSIS
+    also print ``log.verbose(message)`` (per-model details). ``quiet`` prints nothing."""
+
+    LEVELS = {"NORMAL": 1, "VERBOSE": 2, "NERD": 2, "ANALYSIS": 2}
+
+    def __init__(self, comm, stream=None, quiet=False, verbosity="NORMAL"):
         self.rank = comm.Get_rank()
         self.stream = stream or sys.stdout
         self.quiet = quiet
+        self.level = self.LEVELS[verbosity.upper()]
 
     def __call__(self, message):
         if self.rank == 0 and not self.quiet:
             print(f"[pargap] {message}", file=self.stream, flush=True)
+
+    def verbose(self, message):
+        """A detail printed at verbosity VERBOSE and above."""
+        if self.level >= 2:
+            self(message)
 
 
 class PhaseTimer:

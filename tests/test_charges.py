@@ -338,3 +338,35 @@ def test_shipped_example_data_follow_the_convention():
             q = np.linalg.lstsq(A, np.concatenate([c.esp, [0.0]]), rcond=None)[0]
             assert np.sqrt(np.mean((A[:-1] @ q - c.esp) ** 2)) < 0.1  # V
             assert np.all((q[atoms.numbers == 8] > -0.9) & (q[atoms.numbers == 8] < -0.4))
+
+
+def test_pargap_eval_reports_esp_errors_overall_and_per_molecule(tmp_path, rng, capsys):
+    """pargap-eval's ESP RMSE (V), overall and per molecule, equals the one computed by hand from
+    GAPCalculator's charges; an imperfect model (one sparse point, offset total charges) has errors."""
+    import json
+
+    from pargap.cli.eval import main as eval_main
+    from pargap.cli.fit import main as fit_main
+
+    frames = fixed_charge_frames(rng, n=4, offset=0.3)
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    assert fit_main(["-q", f"at_file={tmp_path / 'train.xyz'}", f"gp_file={tmp_path / 'q.h5'}", "esp_sigma=0.05",
+                     "charge_gap={soap cutoff=3 n_max=3 l_max=2 atom_sigma=0.5 covariance_type=dot_product "
+                     "zeta=2 delta=1 n_sparse=2 add_species=F}", "rnd_seed=2"]) == 0
+    assert eval_main([str(tmp_path / "q.h5"), str(tmp_path / "train.xyz"), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    calc = GAPCalculator(tmp_path / "q.h5")
+    frames = ase.io.read(tmp_path / "train.xyz", ":")  # the positions pargap-eval reads
+    squares = {}
+    for k, atoms in enumerate(frames):
+        points = atoms.info["esp_points"].reshape(-1, 3)
+        q = calc.get_charges(atoms)
+        squares[k] = (calc.get_electrostatic_potential(atoms, points) - atoms.info["esp_values"]) ** 2
+        assert q.shape == (len(atoms),)
+    overall = np.sqrt(np.mean(np.concatenate(list(squares.values()))))
+    assert table["all"]["esp"]["rmse"] == pytest.approx(overall, rel=1e-10) and overall > 1e-3
+    assert table["all"]["esp"]["n"] == sum(len(s) for s in squares.values())
+    for k, sq in squares.items():
+        assert table["esp_per_structure"][str(k)]["rmse"] == pytest.approx(np.sqrt(sq.mean()), rel=1e-10)
+    assert eval_main([str(tmp_path / "q.h5"), str(tmp_path / "train.xyz")]) == 0
+    assert "ESP RMSE per molecule (V)" in capsys.readouterr().out

@@ -1,7 +1,9 @@
 """Errors of a potential on labelled structures: MAE and RMSE per observable and config type.
 
 Energies are compared per atom (eV/atom), forces per component (eV/A), virials per component
-per atom (eV/atom)."""
+per atom (eV/atom), local properties per atom (the data's unit) for a local-property potential,
+and the electrostatic potential at the ESP points (V) for a potential with charge models, whose
+RMSE is also reported per molecule (:func:`esp_per_structure`)."""
 
 import numpy as np
 
@@ -9,26 +11,56 @@ from pargap.errors import InputError
 
 
 def comparisons(potential, structures, file=None):
-    """[(config_type, kind, reference, predicted)] for this rank's structures: energies per atom,
-    force components, virial components per atom (``file`` names the structures in errors)."""
+    """[(config_type, kind, reference, predicted, structure index)] for this rank's structures:
+    energies per atom, force components, virial components per atom, local properties, ESP
+    values (``file`` names the structures in errors)."""
     out = []
     for s in structures:
-        want_grad = s.forces is not None or s.virial is not None
         try:
-            p = potential.predict(s.atoms, gradients=want_grad)
+            out.extend(_other_comparisons(potential, s))
+            if potential.local_property is not None or not potential.models:
+                continue
+            p = potential.predict(s.atoms, gradients=s.forces is not None or s.virial is not None)
         except InputError as exc:
             raise InputError(str(exc), file=file, structure=s.index) from None
         if s.energy is not None:
-            out.append((s.config_type, "energy", np.array([s.energy / s.n_atoms]), np.array([p["energy"] / s.n_atoms])))
+            out.append((s.config_type, "energy", np.array([s.energy / s.n_atoms]), np.array([p["energy"] / s.n_atoms]),
+                        s.index))
         if s.forces is not None:
-            out.append((s.config_type, "forces", s.forces.ravel(), p["forces"].ravel()))
+            out.append((s.config_type, "forces", s.forces.ravel(), p["forces"].ravel(), s.index))
         if s.virial is not None:
             iu = np.triu_indices(3)
-            out.append((s.config_type, "virial", s.virial[iu] / s.n_atoms, p["virial"][iu] / s.n_atoms))
+            out.append((s.config_type, "virial", s.virial[iu] / s.n_atoms, p["virial"][iu] / s.n_atoms, s.index))
     return out
 
 
-UNITS = {"energy": "eV/atom", "forces": "eV/A", "virial": "eV/atom"}
+def _other_comparisons(potential, s):
+    """The local-property and ESP comparisons of one structure."""
+    out = []
+    if potential.local_property is not None and s.local_property is not None:
+        fitted = s.local_property.fitted
+        predicted = potential.predict_local_property(s.atoms)
+        out.append((s.config_type, "local_property", s.local_property.values[fitted], predicted[fitted], s.index))
+    if potential.charge_models and s.charges is not None and len(s.charges.esp):
+        from pargap.potential.charges import electrostatic_potential, predict_charges
+
+        q = predict_charges(s.atoms, potential.charge_models)
+        out.append((s.config_type, "esp", s.charges.esp,
+                    electrostatic_potential(s.charges.points, s.atoms.positions, q), s.index))
+    return out
+
+
+def esp_per_structure(comm, local):
+    """{structure index: {'n', 'rmse'}} of the ESP (V), from every rank's ``comparisons``."""
+    mine = {int(c[4]): {"n": int(c[2].size), "rmse": float(np.sqrt(np.mean((c[3] - c[2]) ** 2)))}
+            for c in local if c[1] == "esp"}
+    merged = {}
+    for part in comm.allgather(mine):
+        merged.update(part)
+    return dict(sorted(merged.items()))
+
+
+UNITS = {"energy": "eV/atom", "forces": "eV/A", "virial": "eV/atom", "local_property": "(data unit)", "esp": "V"}
 
 
 def error_table(comm, local):
@@ -48,7 +80,7 @@ def error_table(comm, local):
 
 def _accumulate(local):
     acc = {}
-    for ct, kind, ref, pred in local:
+    for ct, kind, ref, pred, *_ in local:
         r = pred - ref
         for key in ((ct, kind), ("all", kind)):
             a = acc.setdefault(key, [0, 0.0, 0.0])
@@ -62,7 +94,7 @@ def format_table(table):
     lines = [f"{'config_type':<20s} {'observable':<8s} {'n':>8s} {'MAE':>12s} {'RMSE':>12s}  unit"]
     order = ["all"] + sorted(k for k in table if k != "all")
     for ct in order:
-        for kind in ("energy", "forces", "virial"):
+        for kind in UNITS:
             if kind in table.get(ct, {}):
                 e = table[ct][kind]
                 lines.append(f"{ct:<20s} {kind:<8s} {e['n']:>8d} {e['mae']:>12.6f} {e['rmse']:>12.6f}  {UNITS[kind]}")
@@ -85,7 +117,7 @@ def parity_plots(folder, gathered, max_points=200_000):
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(0)
     written = []
-    kinds = [k for k in ("energy", "forces", "virial") if any(g[1] == k for g in gathered)]
+    kinds = [k for k in UNITS if any(g[1] == k for g in gathered)]
     fig_h, axes_h = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds), 3.8), squeeze=False)
     for col, kind in enumerate(kinds):
         rows = [g for g in gathered if g[1] == kind]

@@ -71,6 +71,38 @@ DESCRIPTIONS = {
                           "or `auto` (tsqr when its (M+1)^2 triangles fit in half the memory per rank)",
     "FitSettings.do_copy_at_file": "accepted for gap_fit command lines; no effect (no XML copy of the data)",
     "FitSettings.sparse_separate_file": "accepted for gap_fit command lines; no effect (one HDF5 file)",
+    "FitSettings.parameter_name_prefix": "put before every key name (energy, local property, force, virial, stress, "
+                                         "Hessian, config type, sigma, both masks), as gap_fit; empty once applied",
+    "FitSettings.hessian_parameter_name": "Hessian keys: count `n_<name>`, eigenvalues `<name>1..k` (info, eV/A^2), "
+                                          "eigenvectors `<name>1..k` (per atom)",
+    "FitSettings.force_mask_parameter_name": "per-atom logical column: the forces of atoms marked true leave the fit",
+    "FitSettings.local_property_parameter_name": "per-atom column of a local-property fit: the gap models are fitted "
+                                                 "to per-atom values instead of energies",
+    "FitSettings.local_property_mask_parameter_name": "per-atom logical column: only atoms marked true have a "
+                                                      "local-property row (gap_fit's meaning)",
+    "FitSettings.local_property0": "subtracted from the local property before the fit and added back on prediction: "
+                                   "one number, or `{Si = 0.5}` per element; setting it sets e0 to zero (as gap_fit)",
+    "FitSettings.default_local_property_sigma": "noise of the local-property rows (the property's unit; never "
+                                                "scaled by the number of atoms); gap_fit's "
+                                                "`default_kernel_regularisation_local_property` too",
+    "FitSettings.sparse_use_actual_gpcov": "farthest_point measures distances with the model's kernel "
+                                           "(gap_fit's kernel distance) instead of the Euclidean one",
+    "FitSettings.sparsify_only_no_fit": "choose the sparse points, write them to `<gp_file>.sparseX.<k>` in "
+                                        "sparse_method=file form (and the print_sparse_index files), and stop",
+    "FitSettings.export_covariance": "keep the posterior factor in the potential (as store_covariance = true)",
+    "FitSettings.linear_system_dump_file": "write the linear system (Lambda^-1/2 K_NM, Lambda^-1/2 y, K_MM) to "
+                                           "this HDF5 file before the solve",
+    "FitSettings.template_file": "gap_fit's template structure for descriptors that need one: read and checked; "
+                                 "none of pargap's descriptors uses it",
+    "FitSettings.dryrun": "no fit: print the memory plan, as --dry-run",
+    "FitSettings.verbosity": "log detail: NORMAL, or VERBOSE (= NERD = ANALYSIS) for per-model details",
+    "GapSettings.theta_fac": "ard_se length scales from the data: theta_d = theta_fac_d x (range of dimension d over "
+                             "all descriptors); one value or one per dimension",
+    "GapSettings.theta_file": "ard_se length scales from a file: one per descriptor dimension on its first line",
+    "GapSettings.config_type_n_sparse": "sparse points per config type, `{bulk = 50, liquid = 20}` (gap_fit: "
+                                        "`{bulk:50:liquid:20}`), chosen separately and joined; not with n_sparse",
+    "GapSettings.unique_hash_tolerance": "duplicate descriptors: tolerance of their hashes sum_d |x_d|",
+    "GapSettings.unique_descriptor_tolerance": "duplicate descriptors: tolerance of every component",
     "GapSettings.descriptor": "the descriptor: pair distance, angle triplet (r_ij + r_ik, (r_ij - r_ik)^2, r_jk) "
                               "or QUIP's SOAP power spectrum",
     "GapSettings.cutoff": "cutoff radius (A)",
@@ -91,7 +123,8 @@ DESCRIPTIONS = {
     "GapSettings.basis_error_exponent": "accuracy of SOAP's radial basis (gap_fit's)",
     "GapSettings.central_reference_all_species": "the central atom counts in every species channel "
                                                  "(default: true for one species)",
-    "GapSettings.theta_uniform": "length scale of `ard_se`, in the descriptor's units (required for ard_se)",
+    "GapSettings.theta_uniform": "length scale of `ard_se`, in the descriptor's units (ard_se needs one of "
+                                 "theta_uniform, theta_fac, theta_file)",
     "GapSettings.zeta": "exponent of `dot_product` (required for dot_product; gap_fit's `soap_exponent` too)",
     "GapSettings.f0": "constant offset of `ard_se` (eV)",
     "GapSettings.n_sparse": "number of sparse points (required except for sparse_method none, file, index_file); "
@@ -118,6 +151,7 @@ ALLOWED = {
     "GapSettings.sparse_method": config.SPARSE_METHODS,
     "FitSettings.e0_method": getattr(config, "E0_METHODS", ("isolated", "average")),
     "FitSettings.solver": config.SOLVERS,
+    "FitSettings.verbosity": config.VERBOSITY,
 }
 
 HOW_TO_FIX = ("add a one-line description for {keys} to DESCRIPTIONS in pargap/cli/config_reference.py (and "
@@ -249,6 +283,7 @@ def render():
         "## gap_fit options pargap does not take",
         "",
         "A gap_fit option pargap does not support is an error that says so, never silently ignored.",
+        "Every option of `gap_fit --help` is accepted; the ones below are errors only where they are written.",
         "",
         _row(["gap_fit option", "why"]),
         _row(["---"] * 2),
@@ -258,6 +293,9 @@ def render():
         "",
         "gap_fit options accepted without effect on the coefficients: "
         + ", ".join(f"`{k}`" for k in sorted(config.GAPFIT_NO_EFFECT)) + ".",
+        "",
+        "gap_fit options accepted and ignored, each with one log line: "
+        + "; ".join(f"`{k}` ({why})" for k, why in sorted(config.GAPFIT_IGNORED.items())) + ".",
         "",
         "Options of a `gap={...}` entry that are errors (not supported yet): "
         + ", ".join(f"`{k}`" for k in sorted(config.GAP_STRING_UNSUPPORTED)) + ".",

@@ -15,7 +15,9 @@ def parser():
     p = argparse.ArgumentParser(
         prog="pargap-eval",
         description="Energy (per atom), force and virial MAE/RMSE of a pargap potential on labelled "
-        "structures, overall and per config type. Key names default to the ones the potential was fitted with.",
+        "structures, overall and per config type; per-atom local-property errors for a local-property potential; "
+        "ESP errors (V), overall, per config type and per molecule, for a potential with charge models. "
+        "Key names default to the ones the potential was fitted with.",
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 internal. Runs under mpirun too (structures are split over ranks).",
     )
     p.add_argument("potential", help="potential file: pargap HDF5, or QUIP GAP XML (.xml, e.g. gap_fit's)")
@@ -65,7 +67,7 @@ def main(argv=None):
         return EXIT_ERROR
 
     def body():
-        from pargap.analysis.evaluate import comparisons, error_table, format_table, parity_plots
+        from pargap.analysis.evaluate import comparisons, error_table, esp_per_structure, format_table, parity_plots
         from pargap.errors import PargapError
         from pargap.fitting.structures import load_structures
         from pargap.parallel import collective, on_root
@@ -88,8 +90,17 @@ def main(argv=None):
         structures, _ = load_structures(comm, settings, log, check_sigma=False)
         local = collective(comm, comparisons, potential, structures, args.data)
         table = error_table(comm, local)
+        per_molecule = esp_per_structure(comm, local)
         if comm.Get_rank() == 0:
-            print(json.dumps(table, indent=2) if args.json else format_table(table), flush=True)
+            if args.json:
+                print(json.dumps(table | ({"esp_per_structure": per_molecule} if per_molecule else {}), indent=2),
+                      flush=True)
+            else:
+                print(format_table(table), flush=True)
+                if per_molecule:
+                    print("ESP RMSE per molecule (V): " + ", ".join(
+                        f"structure {i}: {e['rmse']:.6f} ({e['n']} points)" for i, e in per_molecule.items()),
+                          flush=True)
         if args.plot:
             parts = comm.gather(local, root=0)
 

@@ -58,7 +58,9 @@ def parser():
     return p
 
 
-def settings_from_args(args):
+def settings_from_args(args, notes=None):
+    """The settings of the command line; ``notes`` (a list) receives the lines to log about
+    gap_fit options accepted and ignored."""
     tokens = args.config
     if not tokens:
         raise ConfigError("no settings given: pass a TOML file or gap_fit options (see --help)")
@@ -66,7 +68,7 @@ def settings_from_args(args):
         return load_toml(tokens[0], args.set)
     if any(t.endswith(".toml") and "=" not in t for t in tokens):
         raise ConfigError("give either one TOML file or gap_fit options, not both (use --set to override TOML)")
-    data = parse_gapfit_args(tokens)
+    data = parse_gapfit_args(tokens, notes)
     apply_overrides(data, args.set)
     return settings_from_dict(data)
 
@@ -103,8 +105,9 @@ def optimise_settings(comm, settings, args, log):
 def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
-    if args.ranks is not None and (args.ranks < 1 or not args.dry_run):
-        p.error("--ranks P (P >= 1) goes with --dry-run")
+    if args.ranks is not None and (args.ranks < 1 or not (args.dry_run or any(
+            t.lower().replace(" ", "") in ("dryrun=t", "dryrun=true") for t in args.config))):
+        p.error("--ranks P (P >= 1) goes with --dry-run (or dryrun=T)")
     if args.validation is not None and args.learning_curve is None:
         p.error("--validation is an option of --learning-curve")
     if args.learning_curve is not None and (args.checkpoint or args.restart or args.optimise
@@ -136,10 +139,27 @@ def main(argv=None):
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
 
-        settings = collective(comm, settings_from_args, args)
+        notes = []
+        settings = collective(comm, settings_from_args, args, notes)
+        if settings.dryrun:
+            return dry_run(comm, args, settings)
         collective(comm, check_charge_only, settings, args)
-        log = Log(comm, quiet=args.quiet)
+        log = Log(comm, quiet=args.quiet, verbosity=settings.verbosity)
         timer = PhaseTimer(comm, log)
+        for note in notes:
+            log(note)
+        if settings.template_file:
+            from pargap.data.frames import read_template
+            from pargap.parallel import on_root
+
+            template = on_root(comm, read_template, settings.template_file)
+            log(f"template_file {settings.template_file} ({len(template)} atoms) read; no effect: gap_fit gives it to "
+                "descriptors that need a template molecule, and pargap's (distance_2b, angle_3b, soap) take none")
+        if settings.sparsify_only_no_fit:
+            from pargap.fitting.sparsify_only import sparsify_only
+
+            sparsify_only(settings, comm, log, timer)
+            return 0
         if args.learning_curve is not None:
             from pargap.fitting.learning_curve import run as learning_curve
 
@@ -174,12 +194,14 @@ def main(argv=None):
     return run(body, comm)
 
 
-def dry_run(comm, args):
-    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit."""
+def dry_run(comm, args, settings=None):
+    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit
+    (--dry-run, or gap_fit's dryrun=T: ``settings`` already read)."""
     from pargap.fitting import memory
     from pargap.parallel import collective, on_root
 
-    settings = collective(comm, settings_from_args, args)
+    if settings is None:
+        settings = collective(comm, settings_from_args, args)
     size = args.ranks or comm.Get_size()
     on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size, solver=settings.solver) and None)
     return 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pargap.data.fields import lookup, validated_array
+from pargap.data.local_property import local_property_observations
 from pargap.errors import InputError
 
 XYZ_SUFFIXES = (".xyz", ".extxyz")
@@ -32,6 +33,8 @@ class Structure:
     hessian: [(eigenvalue eV/A^2, unit eigenvector (n, 3))], gap_fit's n_hessian/hessianK keys;
     sigma_hessian: eV/A^2 (never scaled by the number of atoms).
     charges: ESP values and total charge for charge models (read only when the settings have some).
+    local_property: per-atom targets of a local-property fit
+    (:class:`pargap.data.local_property.LocalPropertyObservations`) or None.
     """
 
     index: int
@@ -46,6 +49,7 @@ class Structure:
     hessian: list = field(default_factory=list)
     sigma_hessian: float = 0.0
     charges: object = None  # pargap.data.esp.ChargeObservations (ESP, total charge) or None
+    local_property: object = None  # pargap.data.local_property.LocalPropertyObservations or None
 
     @property
     def n_atoms(self):
@@ -56,7 +60,7 @@ class Structure:
         """Observation rows this structure contributes."""
         return (self.energy is not None) + 3 * self.n_atoms * (self.forces is not None) + 6 * (
             self.virial is not None
-        ) + len(self.hessian)
+        ) + len(self.hessian) + (self.local_property.n_rows if self.local_property is not None else 0)
 
 
 # ---- reading ---------------------------------------------------------------------------------
@@ -166,14 +170,15 @@ def extract(atoms, index, settings, file, check_sigma=True):
     """Observations and noise of one structure (``settings``: FitSettings). ``check_sigma=False``
     (evaluation) skips the noise checks, which only a fit needs."""
     n = len(atoms)
-    hessian = hessian_observations(atoms, index, file)
+    hessian = hessian_observations(atoms, index, file, settings.hessian_parameter_name)
+    local_property = local_property_observations(atoms, index, settings, file)
     charges = None
     if getattr(settings, "charge_gap", ()):  # charge-model observations (pargap.fitting.charges)
         from pargap.data.esp import charge_observations
 
         charges = charge_observations(atoms, index, settings, file)
     validated_array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
-    force_default = settings.force_parameter_name == "forces"
+    force_default = settings.force_parameter_name.endswith("forces")  # gap_fit's default name is force
     ekey, fkey = settings.energy_parameter_name, settings.force_parameter_name
     vkey, skey = settings.virial_parameter_name, settings.stress_parameter_name
 
@@ -182,7 +187,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
         energy = float(validated_array(energy, lambda a: a.size == 1, "energy", file, index, ekey).ravel()[0])
     forces = lookup(atoms, fkey, per_atom=True)
     if forces is None and force_default:
-        fkey = "force"
+        fkey = fkey[:-1]
         forces = lookup(atoms, fkey, per_atom=True)
     if forces is not None:
         forces = validated_array(forces, lambda a: a.shape == (n, 3), "forces", file, index, fkey)
@@ -198,8 +203,12 @@ def extract(atoms, index, settings, file, check_sigma=True):
             virial = to_virial(stress, atoms.get_volume())
     if virial is not None:
         virial = 0.5 * (virial + virial.T)
-    if energy is None and forces is None and virial is None and not hessian and charges is None:
-        keys = [ekey, settings.force_parameter_name, vkey, skey]
+    if energy is not None and local_property is not None:
+        raise InputError("a structure may have an energy or a local property, not both (as in gap_fit)",
+                         file=file, structure=index, key=settings.local_property_parameter_name)
+    if energy is None and forces is None and virial is None and not hessian and charges is None \
+            and local_property is None:
+        keys = [ekey, settings.force_parameter_name, vkey, skey, settings.local_property_parameter_name]
         if settings.charge_gap:
             keys += [settings.esp_parameter_name, settings.total_charge_parameter_name]
         raise InputError(
@@ -236,11 +245,12 @@ def extract(atoms, index, settings, file, check_sigma=True):
     if (v := lookup(atoms, "virial_component" + suffix)) is not None:
         v = positive(v, "virial_component" + suffix, lambda a: a.size == 9, "virial sigma").reshape(3, 3)
         sigma_virial = 0.5 * (v + v.T)
-    if (v := lookup(atoms, "force_mask", per_atom=True)) is not None:
+    mkey = settings.force_mask_parameter_name
+    if (v := lookup(atoms, mkey, per_atom=True)) is not None:
         # gap_fit leaves masked atoms out of the force rows; an infinite sigma zeroes their rows
         mask = np.asarray(v, dtype=bool).reshape(-1)
         if mask.shape != (n,):
-            raise InputError(f"force_mask has shape {np.shape(v)}", file=file, structure=index, key="force_mask")
+            raise InputError(f"force mask has shape {np.shape(v)}", file=file, structure=index, key=mkey)
         sigma_forces[mask] = np.inf
     sigma_hessian = float(sH)
     if (v := lookup(atoms, "hessian" + suffix)) is not None:
@@ -248,7 +258,8 @@ def extract(atoms, index, settings, file, check_sigma=True):
     if not check_sigma:
         return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
                          sigma_forces if forces is not None else None,
-                         sigma_virial if virial is not None else None, hessian, sigma_hessian, charges)
+                         sigma_virial if virial is not None else None, hessian, sigma_hessian, charges,
+                         local_property)
     for name, used, sig in (("energy", energy, sigma_energy), ("force", forces, sigma_forces),
                             ("virial", virial, sigma_virial), ("hessian", hessian or None, sigma_hessian)):
         if used is not None and np.any(np.asarray(sig) <= 0):
@@ -258,25 +269,26 @@ def extract(atoms, index, settings, file, check_sigma=True):
             )
     return Structure(index, atoms, config_type, energy, forces, virial, sigma_energy,
                      sigma_forces if forces is not None else None,
-                     sigma_virial if virial is not None else None, hessian, sigma_hessian, charges)
+                     sigma_virial if virial is not None else None, hessian, sigma_hessian, charges,
+                     local_property)
 
 
-def hessian_observations(atoms, index, file):
-    """gap_fit's Hessian convention: info ``n_hessian`` = k, eigenvalues in info ``hessian1..k``
-    (eV/A^2), eigenvectors as per-atom 3-vectors ``hessian1..k`` (normalised here).
-    Returns [(eigenvalue, eigenvector (n, 3))]."""
-    count = lookup(atoms, "n_hessian")
+def hessian_observations(atoms, index, file, name="hessian"):
+    """gap_fit's Hessian convention (``name``: hessian_parameter_name): info ``n_<name>`` = k,
+    eigenvalues in info ``<name>1..k`` (eV/A^2), eigenvectors as per-atom 3-vectors ``<name>1..k``
+    (normalised here). Returns [(eigenvalue, eigenvector (n, 3))]."""
+    count = lookup(atoms, f"n_{name}")
     if count is None:
         return []
     n = len(atoms)
-    count = validated_array(count, lambda a: a.size == 1, "n_hessian", file, index, "n_hessian").ravel()[0]
+    count = validated_array(count, lambda a: a.size == 1, f"n_{name}", file, index, f"n_{name}").ravel()[0]
     out = []
     for k in range(1, int(count) + 1):
-        key = f"hessian{k}"
+        key = f"{name}{k}"
         value = lookup(atoms, key)
         vector = lookup(atoms, key, per_atom=True)
         if value is None or vector is None or np.ndim(vector) != 2:
-            raise InputError(f"n_hessian={int(count)} but eigenvalue (info) or eigenvector (per-atom) "
+            raise InputError(f"n_{name}={int(count)} but eigenvalue (info) or eigenvector (per-atom) "
                              f"'{key}' is missing", file=file, structure=index, key=key)
         value = float(validated_array(value, lambda a: a.size == 1, "Hessian eigenvalue", file, index, key).ravel()[0])
         vector = validated_array(vector, lambda a: a.shape == (n, 3), "Hessian eigenvector", file, index, key)
@@ -286,3 +298,11 @@ def hessian_observations(atoms, index, file):
         out.append((value, vector / norm))
     return out
 
+
+
+def read_template(path):
+    """gap_fit's template_file: a structure file (read by ASE) -> ase.Atoms (its first frame).
+    Errors name the file."""
+    if not os.path.exists(path):
+        raise InputError("template_file: no such file", file=path)
+    return _read_with_ase(path, 0)

@@ -82,20 +82,23 @@ class StopSignal:
             signal.signal(sig, handler)
 
 
-def _open(comm, path, mode):
+def open_collective(comm, path, mode):
+    """An HDF5 file opened by every rank of ``comm`` (parallel HDF5 under MPI)."""
     import h5py
 
     if comm.Get_size() > 1 and h5py.get_config().mpi:
         return h5py.File(path, mode, driver="mpio", comm=comm)
     if comm.Get_size() > 1 and mode != "r":
-        raise CollectiveError("checkpoints under MPI need h5py built with MPI (parallel HDF5)")
+        raise CollectiveError(f"{path}: writing rows under MPI needs h5py built with MPI (parallel HDF5)")
     return h5py.File(path, mode)
 
 
-def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_structures, data_hash=None):
+def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_structures, data_hash=None,
+         local_property=None):
     """Write the checkpoint of a fit whose rows are this rank's ``block`` (n_p, M+1); the rows of
     all ranks cover ``structures`` (file indices, the same list on every rank) of the file's
-    ``n_structures``; data_hash: the training file's SHA-256, checked on restart."""
+    ``n_structures``; data_hash: the training file's SHA-256, checked on restart; local_property:
+    the key name of a local-property fit (:func:`saved_local_property`)."""
     folder = Path(folder)
     zero = [type(m)(m.descriptor, m.kernel, m.sparse_x, m.sparse_weight, np.zeros(m.n_sparse), m.gap_index)
             for m in models]
@@ -104,7 +107,7 @@ def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_str
         try:
             folder.mkdir(parents=True, exist_ok=True)
             provenance = {"rnd_seed": seed} | ({"at_file_sha256": data_hash} if data_hash else {})
-            Potential(zero, e0, settings_toml, provenance).save(folder / "models.h5")
+            Potential(zero, e0, settings_toml, provenance, local_property=local_property).save(folder / "models.h5")
         except OSError as exc:
             raise PargapError(f"cannot write the checkpoint in {folder}: {exc}") from None
 
@@ -115,7 +118,7 @@ def save(comm, folder, models, e0, settings_toml, seed, block, structures, n_str
 
     def write():
         try:
-            with _open(comm, tmp, "w") as f:
+            with open_collective(comm, tmp, "w") as f:
                 rows = f.create_dataset("rows", (sum(counts), block.shape[1]), dtype="f8")
                 covered = f.create_dataset("structures", (len(structures),), dtype="i8")
                 f.attrs["n_structures"] = int(n_structures)
@@ -189,3 +192,12 @@ def saved_data_hash(folder):
     with h5py.File(Path(folder) / "models.h5", "r") as f:
         value = f["provenance"].attrs.get("at_file_sha256", "")
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def saved_local_property(folder):
+    """The local property a checkpoint's fit was fitted to (its key name), or None for an energy fit."""
+    import h5py
+
+    with h5py.File(Path(folder) / "models.h5", "r") as f:
+        value = f.attrs.get("local_property")
+    return value.decode() if isinstance(value, bytes) else value

@@ -7,7 +7,13 @@ from pargap.parallel import gather_sorted
 
 def compute_e0(comm, settings, structures, species, core=None):
     """{Z: e0 in eV} by explicit values, isolated atoms or the average energy per atom, plus e0_offset.
-    Energies are taken minus the baseline (core) potential's, as gap_fit does."""
+    Energies are taken minus the baseline (core) potential's, as gap_fit does. As in gap_fit, a
+    given local_property0 sets e0 to zero, and a local-property fit without energies needs none."""
+    if settings.local_property0 is not None or (
+            not comm.allreduce(sum(s.energy is not None for s in structures))
+            and comm.allreduce(sum(getattr(s, "local_property", None) is not None for s in structures))):
+        return {z: 0.0 for z in species}
+
     def energy(s):
         return s.energy - (core.calculate(s.atoms, gradients=False)["energy"] if core else 0.0)
 

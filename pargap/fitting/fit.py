@@ -12,10 +12,12 @@ import numpy as np
 
 from pargap.baselines.core_potential import load_core
 from pargap.data.frames import scan_frames
-from pargap.errors import InputError
+from pargap.data.local_property import property_offsets
+from pargap.errors import ConfigError, InputError
 from pargap.fitting.charges import fit_charge_models, fit_charges_only
 from pargap.fitting.checkpoint import Stopped
 from pargap.fitting.e0 import compute_e0
+from pargap.fitting.linear_system import dump_linear_system
 from pargap.fitting.models import descriptor_pools, draw_seed, drop_empty, select_models
 from pargap.fitting.output import file_hash, provenance, variance_factor
 from pargap.fitting.rows import empty_rows, fill_rows
@@ -45,25 +47,27 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
         e0 = collective(comm, compute_e0, comm, settings, structures, species, core)
         counts = comm.allreduce(np.array([
             sum(s.energy is not None for s in structures),
-            sum(3 * s.n_atoms for s in structures if s.forces is not None),
+            sum(int(np.isfinite(s.sigma_forces).sum()) for s in structures if s.forces is not None),  # unmasked
             sum(6 for s in structures if s.virial is not None),
             sum(len(s.hessian) for s in structures),
+            sum(s.local_property.n_rows for s in structures if s.local_property is not None),
         ]))
     from ase.data import chemical_symbols
 
     log("species " + " ".join(chemical_symbols[z] for z in species) + "; e0 "
         + " ".join(f"{chemical_symbols[z]}={v:.6f}" for z, v in e0.items()) + " eV")
     log(f"observations: {counts[0]} energies, {counts[1]} force components, {counts[2]} virial components, "
-        f"{counts[3]} Hessian eigenvalues")
+        f"{counts[3]} Hessian eigenvalues" + (f", {counts[4]} local properties" if counts[4] else ""))
     check("read")
 
-    expanded = expand_models(settings, species)
+    expanded = collective(comm, expand_models, settings, species)  # reads theta files: one verdict
     with timer.phase("descriptors"):
         expanded, pools = drop_empty(comm, expanded, descriptor_pools(structures, expanded), log)
     check("descriptors")
 
     with timer.phase("sparse points"):
-        models = select_models(comm, expanded, pools, seed, log)
+        models = select_models(comm, expanded, pools, seed, log, known_types=settings.config_type_sigma,
+                               actual_gpcov=settings.sparse_use_actual_gpcov)
         del pools
     return structures, models, e0, data_hash, len(index)
 
@@ -93,6 +97,9 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     comm = comm or SerialComm()
     log = log or Log(comm)
     timer = timer or PhaseTimer(comm, log)
+    if settings.sparsify_only_no_fit:
+        raise ConfigError("sparsify_only_no_fit is set: choose the sparse points with "
+                          "pargap.fitting.sparsify_only.sparsify_only, or unset it to fit")
     core = collective(comm, load_core, settings)
     if core is not None:
         log(f"baseline potential: {settings.core_ip_args} from {settings.core_param_file} "
@@ -111,6 +118,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
                                      file=settings.at_file)
 
             collective(comm, same_data)
+            was_local = on_root(comm, saved.saved_local_property, restart)
             complete = len(covered) >= n_structures
             done = [int(i) for i in covered]
         if not complete:
@@ -125,6 +133,9 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
             return fit_charges_only(settings, comm, log, timer, seed)
         structures, models, e0, data_hash, n_structures = build_models(settings, comm, log, timer, seed, stop, core)
         block = empty_rows(structures, models)
+        was_local = None
+    local_property = was_local or (settings.local_property_parameter_name if comm.allreduce(
+        sum(s.local_property is not None for s in structures)) else None)  # a fit of per-atom properties
     # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
     start = block.shape[0] - sum(s.n_rows for s in structures)
@@ -134,15 +145,22 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     if stopped or (stop is not None and stop.agreed()):  # a stop request before the solve
         folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
         with timer.phase("checkpoint"):
-            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures, data_hash)
+            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures, data_hash,
+                       local_property)
         raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} "
                             f"structures written to {folder}; resume with --restart {folder}", folder)
     n_total = comm.allreduce(block.shape[0])
     M = block.shape[1] - 1
     log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
+    if settings.linear_system_dump_file:
+        with timer.phase("dump"):
+            dump_linear_system(comm, settings.linear_system_dump_file, block, structures, models,
+                               settings.sparse_jitter)
+        log(f"linear system written to {settings.linear_system_dump_file}")
     if checkpoint and not (restart and complete):
         with timer.phase("checkpoint"):
-            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures, data_hash)
+            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures, data_hash,
+                       local_property)
         log(f"checkpoint written to {checkpoint}")
 
     with timer.phase("solve"):
@@ -155,5 +173,8 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     charge_models, charge_info = fit_charge_models(settings, comm, log, timer, seed)  # a GP of its own
     facts = provenance(comm, settings, seed, data_hash, condition_estimate=solution.condition,
                        n_rows=int(n_total), solver=solver, **charge_info)
+    if local_property is not None:  # its e0 is e0 + local_property0, as gap_fit's XML
+        e0 = {z: v + float(property_offsets([z], settings.local_property0)[0]) for z, v in e0.items()}
     return Potential(models, e0, settings_toml, facts, core=core, charge_models=charge_models,
-                     factor=variance_factor(settings, solution, solver, log), sparse_jitter=settings.sparse_jitter)
+                     factor=variance_factor(settings, solution, solver, log), sparse_jitter=settings.sparse_jitter,
+                     local_property=local_property)

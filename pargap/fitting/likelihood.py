@@ -60,10 +60,14 @@ BOUND = math.log(1e3)
 # ---- noise groups of the rows ---------------------------------------------------------------------
 
 def _sigmas(s):
-    """Row sigmas of one structure, in covariance_rows' order (energy, forces, virial, Hessian)."""
+    """Row sigmas of one structure, in covariance_rows' order (local properties, energy, forces,
+    virial, Hessian); local-property rows keep their sigma (group FIXED)."""
     from pargap.gp.observations import VIRIAL_COMPONENTS
 
     out, kinds = [], []
+    if s.local_property is not None:
+        out.append(np.full(s.local_property.n_rows, s.local_property.sigma))
+        kinds.append([FIXED] * s.local_property.n_rows)
     if s.energy is not None:
         out.append([s.sigma_energy])
         kinds.append([0])
@@ -368,7 +372,8 @@ def optimise(settings, comm=None, log=None, what=("sigma", "delta", "theta"), ma
     n_gap = len(s.gap)
     deltas = list(range(n_gap)) if "delta" in what else []
     scales = [g for g in range(4) if lik.counts[g] > 0] if "sigma" in what else []
-    thetas = [k for k, g in enumerate(s.gap) if g.covariance_type == "ard_se"] if "theta" in what else []
+    thetas = [k for k, g in enumerate(s.gap) if g.covariance_type == "ard_se" and g.theta_uniform is not None] \
+        if "theta" in what else []  # theta_fac and theta_file entries keep their length scales
 
     def check():
         unknown = set(what) - {"sigma", "delta", "theta"}

@@ -1,10 +1,13 @@
 """Phases descriptors and sparse points: per model, the descriptor values of this rank's
 structures (a pool), then the sparse points chosen from all ranks' pools -> the Models."""
 
+import dataclasses
+
 import numpy as np
 
 from pargap.errors import PargapError
 from pargap.fitting.sparsify import DescriptorPool, select_sparse
+from pargap.gp.kernels import make_kernel
 from pargap.gp.model import Model
 from pargap.parallel import collective
 
@@ -21,19 +24,39 @@ def descriptor_pools(structures, expanded):
     """Descriptor values (no gradients) of this rank's structures, one pool per model."""
     pools = []
     for descriptor, _, _, _ in expanded:
-        xs, ws, owners = [], [], []
+        xs, ws, owners, types = [], [], [], []
         for s in structures:
             d = descriptor.compute(s.atoms, gradients=False)
             xs.append(d.x)
             ws.append(d.weight)
             owners.append(np.full(len(d), s.index))
+            types.append(np.full(len(d), s.config_type, dtype=object))
         D = descriptor.dimension
         pools.append(DescriptorPool(
             np.concatenate(xs) if xs else np.zeros((0, D)),
             np.concatenate(ws) if ws else np.zeros(0),
             np.concatenate(owners) if owners else np.zeros(0, dtype=int),
+            np.concatenate(types) if types else np.zeros(0, dtype=object),
         ))
     return pools
+
+
+def theta_from_range(comm, g, descriptor, pool):
+    """gap_fit's theta_fac: theta_d = fac_d (max_d - min_d), the range of dimension d over all
+    descriptors of the model on all ranks; 1 where that is below 1e-8 (gpCoordinates_setThetaFactor)."""
+    D = descriptor.dimension
+    ranges = [r for r in comm.allgather((pool.x.min(0), pool.x.max(0)) if len(pool.x) else None) if r is not None]
+    lo, hi = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
+    theta = np.asarray(g.theta_fac_vector(D)) * (hi - lo)
+    return np.where(theta < 1e-8, 1.0, theta)
+
+
+def sparse_config_types(pool, g, known_types=()):
+    """The config type of each descriptor as config_type_n_sparse counts it: its structure's,
+    if that is one of the types named in config_type_n_sparse or ``known_types`` (those of
+    config_type_sigma), else "default" (gap_fit's rule)."""
+    known = set(g.config_type_n_sparse) | set(known_types)
+    return np.where(np.isin(pool.config_type, list(known)), pool.config_type, "default")
 
 
 def drop_empty(comm, expanded, pools, log):
@@ -47,19 +70,38 @@ def drop_empty(comm, expanded, pools, log):
             [p for k, p in enumerate(pools) if k not in unused])
 
 
-def select_models(comm, expanded, pools, seed, log, name="model", print_sparse_index=True):
+def select_models(comm, expanded, pools, seed, log, name="model", print_sparse_index=True, known_types=(),
+                  actual_gpcov=False):
     """The sparse points of every model, chosen collectively from all ranks' pools -> [Model]
     (alpha None). Model k draws with seed ``seed + k``; its gap entry's print_sparse_index file
-    gets the chosen descriptors' indices when ``print_sparse_index``."""
+    gets the chosen descriptors' indices when ``print_sparse_index``. A theta_fac kernel gets its
+    length scales from the pool's range here; config_type_n_sparse counts config types as
+    :func:`sparse_config_types` (``known_types``: config_type_sigma's); ``actual_gpcov``
+    (sparse_use_actual_gpcov): farthest_point measures distances with the model's kernel."""
+    unaffected = sorted({g.sparse_method for _, _, g, _ in expanded if g.sparse_method != "farthest_point"})
+    if actual_gpcov and unaffected:
+        log("sparse_use_actual_gpcov: only farthest_point measures distances with the kernel (gap_fit uses it for "
+            f"cluster and covariance, which pargap does not have); no effect on sparse_method {', '.join(unaffected)}")
     models = []
     for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
         where = f"{name} {k} ({_label(descriptor, ('Z', 'species'))})"
+        if g.theta_fac is not None:
+            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, delta=g.delta, f0=g.f0,
+                                 theta=theta_from_range(comm, g, descriptor, pool))
+        if g.config_type_n_sparse:
+            pool = dataclasses.replace(pool, config_type=sparse_config_types(pool, g, known_types))
         x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method, n_sparse=g.n_sparse,
-                               seed=seed + k, sparse_file=g.sparse_file, where=where)
+                               seed=seed + k, sparse_file=g.sparse_file, where=where,
+                               config_type_n_sparse=g.config_type_n_sparse,
+                               tolerances=(g.unique_descriptor_tolerance, g.unique_hash_tolerance),
+                               kernel=kernel if actual_gpcov and g.sparse_method == "farthest_point" else None)
         models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
         if print_sparse_index and g.print_sparse_index:
             collective(comm, append_sparse_index, comm, g.print_sparse_index, ids)
         log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
+        log.verbose(f"{where}: {comm.allreduce(len(pool.x))} descriptors of dimension {descriptor.dimension}; "
+                    f"kernel {kernel.name} " + ", ".join(f"{key}={np.round(value, 6).tolist()}"
+                                                         for key, value in kernel.params().items()))
     return models
 
 
@@ -69,10 +111,11 @@ def _label(descriptor, prefixes):
 
 
 def append_sparse_index(comm, path, ids):
-    """Append 1-based descriptor indices, one per line, as gap_fit's print_sparse_index (rank 0)."""
+    """Append 1-based descriptor indices to ``path`` as gap_fit's print_sparse_index does: one line,
+    the indices separated by spaces (rank 0)."""
     if comm.Get_rank() == 0:
         try:
             with open(path, "a") as fh:
-                fh.writelines(f"{i + 1}\n" for i in ids)
+                fh.write(" ".join(str(i + 1) for i in ids) + "\n")
         except OSError as exc:
             raise PargapError(f"print_sparse_index: cannot write {path}: {exc}") from None

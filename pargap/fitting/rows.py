@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from pargap.baselines.core_potential import core_targets
+from pargap.data.local_property import local_property_rows, property_offsets
 from pargap.errors import InputError
 from pargap.gp.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
 from pargap.parallel import collective_flag
@@ -16,13 +17,15 @@ def empty_rows(structures, models):
     return np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
 
 
-def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None):
+def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None,
+                    local_property0=None):
     """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
     the QR factorises it in place (written into ``out``, a view of that shape, if given).
 
     Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV); Hessian
     eigenvalues (eV/A^2) by central differences of force rows with displacement hessian_delta;
-    all minus the baseline potential ``core`` (CorePotential or None)."""
+    all minus the baseline potential ``core`` (CorePotential or None); local properties minus
+    local_property0 (pargap.data.local_property)."""
     n_rows = sum(s.n_rows for s in structures)
     M = sum(m.n_sparse for m in models)
     block = np.empty((n_rows, M + 1), order="F") if out is None else out
@@ -31,6 +34,11 @@ def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=
     for s in structures:
         first = row
         rows = model_rows(s.atoms, models, gradients=s.forces is not None or s.virial is not None)
+        if s.local_property is not None:  # per-atom targets: the local rows of the fitted atoms
+            n = s.local_property.n_rows
+            A[row:row + n], b[row:row + n] = local_property_rows(
+                rows.local, s.local_property, property_offsets(s.atoms.numbers, local_property0))
+            row += n
         energy, forces, virial, hessian = core_targets(core, s, hessian_delta)
         if s.energy is not None:
             baseline = sum(e0[int(z)] for z in s.atoms.numbers)
@@ -88,7 +96,7 @@ def fill_rows(settings, comm, log, timer, structures, models, e0, block, start=0
                     if stop is not None and stop.received:
                         break
                     covariance_rows([s], models, e0, settings.at_file, settings.hessian_delta, core,
-                                    out=block[row + n:row + n + s.n_rows])
+                                    out=block[row + n:row + n + s.n_rows], local_property0=settings.local_property0)
                     n += s.n_rows
                     done.append(s.index)
                     if stop is not None:

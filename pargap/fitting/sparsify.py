@@ -5,7 +5,8 @@ in the descriptor's own order. Every method picks by global number, so the chose
 same for any rank count. Exact duplicates are removed from the candidates first, as gap_fit does,
 but within each structure only (distance_2b lists every pair twice; gap_fit also removes
 duplicates across structures, which pargap does not yet). ``index_file`` indices refer to the
-full list, duplicates included (1-based, as gap_fit).
+full list, duplicates included (1-based, as gap_fit). With ``config_type_n_sparse`` the points
+are chosen separately among the candidates of each config type and joined.
 """
 
 import warnings
@@ -21,15 +22,19 @@ DUPLICATE_TOLERANCE = 1e-10
 @dataclass
 class DescriptorPool:
     """This rank's descriptors of one model: x (n, D), weight (n,), structure (n,) global index of
-    the owning structure, ascending."""
+    the owning structure, ascending; config_type (n,) the owning structure's config type (for
+    config_type_n_sparse) or None."""
 
     x: np.ndarray
     weight: np.ndarray
     structure: np.ndarray
+    config_type: np.ndarray | None = None
 
 
-def unique_mask(x, tol=DUPLICATE_TOLERANCE):
-    """True for the first of every group of rows of x equal within ``tol`` (max abs difference)."""
+def unique_mask(x, tol=DUPLICATE_TOLERANCE, hash_tol=DUPLICATE_TOLERANCE):
+    """True for the first of every group of rows of x that are duplicates: neighbours in sorted
+    order whose components all differ by less than ``tol`` and whose hashes sum_d |x_d| differ by
+    less than ``hash_tol`` (gap_fit's unique_descriptor_tolerance and unique_hash_tolerance)."""
     n = len(x)
     keep = np.ones(n, dtype=bool)
     if n < 2:
@@ -37,6 +42,7 @@ def unique_mask(x, tol=DUPLICATE_TOLERANCE):
     order = np.lexsort(x.T[::-1])
     xs = x[order]
     same = np.all(np.abs(np.diff(xs, axis=0)) < tol, axis=1)
+    same &= np.abs(np.diff(np.abs(xs).sum(1))) < hash_tol
     # within a run of equal rows keep the smallest original index
     run = np.concatenate([[0], np.cumsum(~same)])
     first = np.full(run[-1] + 1, n)
@@ -91,12 +97,16 @@ def _numbering(comm, structure, keep):
     return positions, base + np.arange(len(positions)) - first_kept, total
 
 
-def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None, where="model"):
+def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None, where="model",
+                  config_type_n_sparse=None, tolerances=(DUPLICATE_TOLERANCE, DUPLICATE_TOLERANCE), kernel=None):
     """Choose the sparse points of one model. Returns (sparse_x (M, D), sparse_weight (M,), ids (M,)).
 
     ids are the global descriptor numbers of the points (0-based, duplicates counted, so that
-    ids + 1 written one per line is an ``index_file`` reproducing the choice; empty for ``file``).
-    Files are read on rank 0 and broadcast."""
+    ids + 1 is an ``index_file`` reproducing the choice; empty for ``file``). Files are read on
+    rank 0 and broadcast. config_type_n_sparse: {config type: n}, chosen separately among the
+    candidates of each type (pool.config_type) instead of n_sparse among all; tolerances:
+    (descriptor, hash) tolerance of duplicates; kernel: if given, farthest_point measures
+    distances with it (gap_fit's sparse_use_actual_gpcov)."""
     from pargap.parallel import on_root
 
     if method == "file":
@@ -116,32 +126,46 @@ def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None
 
     cand = np.zeros(len(pool.x), dtype=bool)
     for s, first, count in zip(*_segments(pool.structure)):
-        cand[first:first + count] = unique_mask(pool.x[first:first + count])
-    cand_local, cand_global, n_cand = _numbering(comm, pool.structure, cand)
-    if n_cand == 0:
+        cand[first:first + count] = unique_mask(pool.x[first:first + count], *tolerances)
+    if comm.allreduce(int(cand.sum())) == 0:
         raise InputError(f"{where}: no descriptors in the training data (is the cutoff too short?)")
+    if config_type_n_sparse is None:
+        groups = [(cand, n_sparse, where)]
+    else:  # gap_fit's config_type_n_sparse: one selection per config type, joined
+        groups = [(cand & (pool.config_type == t), n, f"{where}, config type {t}")
+                  for t, n in config_type_n_sparse.items() if n > 0]
+    taken = []
+    for k, (mask, m, label) in enumerate(groups):
+        cand_local, cand_global, n_cand = _numbering(comm, pool.structure, mask)
+        chosen = _choose(comm, pool.x[cand_local], cand_global, n_cand, method, m, seed + 7919 * k, label, kernel)
+        taken.append(cand_local[np.isin(cand_global, chosen)])
+    take = np.unique(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
+    return _collect(comm, pool, take, number[take])
 
+
+def _choose(comm, x, gid, n_cand, method, m, seed, where, kernel=None):
+    """Candidate numbers (of 0..n_cand-1, global) of the m points ``method`` picks among the
+    candidates; this rank holds x (n, D), the candidates numbered gid (n,)."""
+    if n_cand == 0:
+        if comm.Get_rank() == 0:
+            warnings.warn(f"{where}: no descriptors to choose sparse points from", RuntimeWarning, stacklevel=3)
+        return np.zeros(0, dtype=np.int64)
     if method == "none":
-        chosen = cand_global
-    else:
-        m = n_sparse
-        if m > n_cand:
-            if comm.Get_rank() == 0:
-                warnings.warn(f"{where}: n_sparse={m} exceeds the {n_cand} distinct descriptors; using all of them",
-                              RuntimeWarning, stacklevel=2)
-            m = n_cand  # gap_fit caps n_sparse at the number of candidates, with a warning
-        if method == "random":
-            chosen = np.sort(np.random.default_rng(seed).choice(n_cand, size=m, replace=False))
-        elif method == "uniform":
-            chosen = _uniform(comm, pool.x[cand_local], cand_global, n_cand, m, seed)
-        elif method == "cur_points":
-            chosen = _cur_points(comm, pool.x[cand_local], cand_global, n_cand, m, seed)
-        elif method == "farthest_point":
-            chosen = _farthest_point(comm, pool.x[cand_local], cand_global, m)
-        else:
-            raise ConfigError(f"{where}: unknown sparse_method '{method}'")
-    take = np.isin(cand_global, chosen)
-    return _collect(comm, pool, cand_local[take], number[cand_local[take]])
+        return gid
+    if m > n_cand:
+        if comm.Get_rank() == 0:
+            warnings.warn(f"{where}: n_sparse={m} exceeds the {n_cand} distinct descriptors; using all of them",
+                          RuntimeWarning, stacklevel=3)
+        m = n_cand  # gap_fit caps n_sparse at the number of candidates, with a warning
+    if method == "random":
+        return np.sort(np.random.default_rng(seed).choice(n_cand, size=m, replace=False))
+    if method == "uniform":
+        return _uniform(comm, x, gid, n_cand, m, seed)
+    if method == "cur_points":
+        return _cur_points(comm, x, gid, n_cand, m, seed)
+    if method == "farthest_point":
+        return _farthest_point(comm, x, gid, m, kernel)
+    raise ConfigError(f"{where}: unknown sparse_method '{method}'")
 
 
 def _uniform(comm, x, gid, n_cand, m, seed):
@@ -205,17 +229,27 @@ def _cur_points(comm, x, gid, n_cand, m, seed):
     return _smallest(comm, u - leverage, gid, m)
 
 
-def _farthest_point(comm, x, gid, m):
-    """Farthest-point sampling in descriptor space (Euclidean): start from candidate 0, then
-    repeatedly add the candidate farthest from all chosen ones; the argmax is global (ties by
-    lower id), so the result does not depend on the number of ranks."""
+def kernel_distance2(kernel, x, point):
+    """Squared kernel distance of the rows of x (n, D) from one point (D,), with the normalised
+    kernel: d^2 = 2 (1 - k(x, s) / sqrt(k(x, x) k(s, s))) (gap_fit's kernel_distance_matrix)."""
+    s = point[None, :]
+    k = kernel(x, s)[:, 0]
+    return np.maximum(2.0 * (1.0 - k / np.sqrt(kernel.diag(x) * kernel.diag(s)[0])), 0.0)
+
+
+def _farthest_point(comm, x, gid, m, kernel=None):
+    """Farthest-point sampling in descriptor space (Euclidean, or the kernel distance if a kernel
+    is given): start from candidate 0, then repeatedly add the candidate farthest from all chosen
+    ones; the argmax is global (ties by lower id), so the result does not depend on the number of
+    ranks."""
     chosen = []
     dist = np.full(len(x), np.inf)
     for step in range(m):
         if step == 0:
             best = np.flatnonzero(gid == 0)
         else:
-            dist = np.minimum(dist, ((x - point) ** 2).sum(1))
+            d2 = ((x - point) ** 2).sum(1) if kernel is None else kernel_distance2(kernel, x, point)
+            dist = np.minimum(dist, d2)
             best = np.lexsort((gid, -dist))[:1]
         offer = (float(dist[best[0]]), int(gid[best[0]]), x[best[0]]) if len(best) else None
         offers = [o for o in comm.allgather(offer) if o is not None]
@@ -227,10 +261,11 @@ def _farthest_point(comm, x, gid, m):
 
 
 def read_index_file(path, where):
-    """gap_fit's ``index_file``: one 1-based descriptor index per line."""
+    """gap_fit's ``index_file``: 1-based descriptor indices, one per line or several per line
+    separated by spaces (the layout of gap_fit's print_sparse_index); sorted, repeats dropped."""
     try:
         with open(path) as fh:
-            idx = np.array([int(line.split()[0]) for line in fh if line.strip()], dtype=np.int64)
+            idx = np.array([int(word) for line in fh for word in line.split()], dtype=np.int64)
     except FileNotFoundError:
         raise InputError(f"sparse_file for {where} not found", file=path) from None
     except ValueError as exc:

@@ -42,6 +42,7 @@ def expand_models(settings, species, entries=None):
     for k, g in enumerate(settings.gap if entries is None else entries):
         for extra in species_expansion(g, species):
             descriptor = make_descriptor(g.descriptor, **(g.descriptor_params() | extra))
-            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, **g.kernel_params())
+            kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension,
+                                 **g.kernel_params(descriptor.dimension))
             expanded.append((descriptor, kernel, g, k))
     return expanded

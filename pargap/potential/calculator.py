@@ -14,6 +14,9 @@ class GAPCalculator(Calculator):
 
     Properties: energy (eV), energies (eV per atom), forces (eV/Angstrom), stress (eV/Angstrom^3,
     Voigt order xx yy zz yz xz xy, ASE sign: stress = -virial / volume; periodic cells only);
+    local_property (n_atoms,), in the unit of the data, for a potential fitted to a per-atom
+    property (gap_fit's local_property; such a potential has no energy), also as charges (e)
+    when the property's key ends in "charges" (per-atom charges fitted directly);
     charges (e) for a potential with charge models (:mod:`pargap.potential.charges`), and
     :meth:`get_electrostatic_potential` (V). A potential with charge models only has no energy.
     Parameter total_charge (e, default None): if set, the predicted charges sum to it exactly
@@ -24,7 +27,7 @@ class GAPCalculator(Calculator):
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges",
-                              "energy_variance", "energies_variance"]
+                              "energy_variance", "energies_variance", "local_property"]
     default_parameters = {"total_charge": None}
 
     def __init__(self, potential, variance=False, **kwargs):
@@ -41,6 +44,12 @@ class GAPCalculator(Calculator):
         """GP predictive variances of the per-atom energies, (n_atoms,) eV^2."""
         return self.get_property("energies_variance", atoms)
 
+    def _charges_are_local_property(self):
+        """A potential fitted to per-atom charges (a local property whose key ends in "charges",
+        e.g. Hirshfeld charges) and with no ESP charge model gives them as ASE's charges too."""
+        name = self.potential.local_property
+        return name is not None and name.lower().endswith("charges") and not self.potential.charge_models
+
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         if self.potential.charge_models:
@@ -49,8 +58,20 @@ class GAPCalculator(Calculator):
             self.potential.baseline_energy(self.atoms.numbers)  # raises for unknown species
             self.results["charges"] = predict_charges(self.atoms, self.potential.charge_models,
                                                       self.parameters.get("total_charge"))
-        elif "charges" in properties:
-            raise PropertyNotImplementedError("charges need a potential with a charge model (charge_gap)")
+        elif "charges" in properties and not self._charges_are_local_property():
+            raise PropertyNotImplementedError("charges need a potential with a charge model (charge_gap), or "
+                                              "one fitted to per-atom charges as a local property")
+        if self.potential.local_property is not None:
+            self.results["local_property"] = self.potential.predict_local_property(self.atoms)
+            if self._charges_are_local_property():
+                self.results["charges"] = self.results["local_property"]
+            if set(properties) - {"local_property", "charges"}:
+                raise PropertyNotImplementedError(
+                    f"{sorted(set(properties) - {'local_property', 'charges'})}: this potential predicts the local "
+                    f"property '{self.potential.local_property}' per atom, not energies")
+            return
+        elif "local_property" in properties:
+            raise PropertyNotImplementedError("local_property needs a potential fitted to a local property")
         if not self.potential.models:
             if set(properties) - {"charges"}:
                 raise PropertyNotImplementedError(

@@ -6,7 +6,9 @@
 
 HDF5 layout (one file per potential, readable with plain h5py):
 
-    /                     attrs: format="pargap-potential", format_version, pargap_version
+    /                     attrs: format="pargap-potential", format_version, pargap_version;
+                          local_property (its key name) for a local-property fit, whose models
+                          predict a per-atom property (e0 then holds local_property0)
     /e0                   datasets Z (S,) atomic numbers and e0 (S,) isolated-atom energies (eV)
     /models/<k>           k = 0, 1, ... in fit order; attrs: descriptor (name), kernel (name),
                           gap_index, and every descriptor/kernel hyperparameter as
@@ -55,8 +57,9 @@ class Potential:
     predictive variance (:mod:`pargap.potential.variance`)."""
 
     def __init__(self, models, e0, settings="", provenance=None, core=None, charge_models=(),
-                 factor=None, sparse_jitter=None):
+                 factor=None, sparse_jitter=None, local_property=None):
         self.core = core
+        self.local_property = local_property
         self.models = list(models)
         self.charge_models = list(charge_models)
         self.e0 = {int(z): float(v) for z, v in e0.items()}
@@ -93,15 +96,31 @@ class Potential:
             )
         return float(sum(self.e0[int(z)] for z in numbers))
 
+    def predict_local_property(self, atoms):
+        """A local-property potential's per-atom property (n,): p_a = p0(Z_a) + sum over the
+        descriptors centred on atom a of sum_m alpha_m w k w_m (its e0 holds p0)."""
+        if self.local_property is None:
+            raise PargapError("this potential was fitted to energies, not to a local property")
+        self.baseline_energy(atoms.numbers)  # raises for unknown species
+        local = self._contracted(atoms, gradients=False).energies
+        return local + np.array([self.e0[int(z)] for z in atoms.numbers])
+
+    def _contracted(self, atoms, gradients):
+        """The models' sum for ``atoms`` with alpha contracted once per set of models (Predictor)."""
+        key = [(id(m), id(m.alpha)) for m in self.models]
+        if self._predictor is None or self._predictor[0] != key:
+            self._predictor = (key, Predictor(self.models))
+        return self._predictor[1](atoms, gradients=gradients)
+
     def predict(self, atoms, gradients=True):
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
         self.baseline_energy(atoms.numbers)  # raises for unknown species, before any work
         if not self.models:
             raise PargapError("this potential has charge models only (pargap.fitting.charges): no energy to predict")
-        key = [(id(m), id(m.alpha)) for m in self.models]
-        if self._predictor is None or self._predictor[0] != key:  # contract alpha once per set of models
-            self._predictor = (key, Predictor(self.models))
-        p = self._predictor[1](atoms, gradients=gradients)
+        if self.local_property is not None:
+            raise PargapError(f"this potential predicts the local property '{self.local_property}' per atom "
+                              "(predict_local_property), not energies")
+        p = self._contracted(atoms, gradients)
         e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
         out = {"energy": p.energy + float(e0_atoms.sum()), "energies": p.energies + e0_atoms}
         if gradients:
@@ -133,6 +152,8 @@ class Potential:
                 f.attrs["format"] = FORMAT
                 f.attrs["format_version"] = FORMAT_VERSION
                 f.attrs["pargap_version"] = __version__
+                if self.local_property is not None:
+                    f.attrs["local_property"] = self.local_property
                 zs = sorted(self.e0)
                 g = f.create_group("e0")
                 g.create_dataset("Z", data=np.array(zs, dtype=np.int64))
@@ -189,6 +210,7 @@ class Potential:
             models = _read_models(f["models"])
             charge_models = _read_models(f["charge_models"]) if "charge_models" in f else []
             settings = f["settings"].attrs.get("toml", "")
+            local_property = _plain(f.attrs["local_property"]) if "local_property" in f.attrs else None
             provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
             core = None
             if "core" in f:
@@ -200,7 +222,7 @@ class Potential:
             has_factor = "gp" in f
             jitter = float(f["gp"].attrs["sparse_jitter"]) if has_factor else None
         potential = cls(models, e0, settings, provenance, core=core, charge_models=charge_models,
-                        sparse_jitter=jitter)
+                        sparse_jitter=jitter, local_property=local_property)
         if has_factor:
             potential._factor_file = os.path.abspath(path)
         return potential

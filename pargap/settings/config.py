@@ -69,13 +69,18 @@ class GapSettings:
     basis_error_exponent: float | None = None
     central_reference_all_species: bool | None = None
     theta_uniform: float | None = None
+    theta_fac: tuple | None = None
+    theta_file: str | None = None
     zeta: float | None = None
     f0: float = 0.0
     n_sparse: int | None = None
+    config_type_n_sparse: dict | None = None
     sparse_method: str = "random"
     sparse_file: str | None = None
     print_sparse_index: str | None = None
     add_species: bool = True
+    unique_hash_tolerance: float = 1e-10
+    unique_descriptor_tolerance: float = 1e-10
 
     def __post_init__(self):
         where = f"gap entry '{self.descriptor}'"
@@ -96,8 +101,23 @@ class GapSettings:
                 f"{where}: covariance_type '{self.covariance_type}' unknown; supported: {', '.join(KERNEL_NAMES)}"
                 + _suggest(self.covariance_type, KERNEL_NAMES)
             )
-        if self.covariance_type == "ard_se" and self.theta_uniform is None:
-            raise ConfigError(f"{where}: theta_uniform is required for the ard_se kernel")
+        thetas = [k for k in ("theta_uniform", "theta_fac", "theta_file") if getattr(self, k) is not None]
+        if self.covariance_type == "ard_se" and len(thetas) != 1:
+            raise ConfigError(f"{where}: the ard_se kernel needs exactly one of theta_uniform, theta_fac or "
+                              f"theta_file, got {', '.join(thetas) or 'none'}")
+        if self.theta_fac is not None:
+            fac = tuple(_float_list(self.theta_fac if isinstance(self.theta_fac, (list, tuple)) else [self.theta_fac],
+                                    f"{where}.theta_fac"))
+            if not fac or not all(f > 0 and math.isfinite(f) for f in fac):
+                raise ConfigError(f"{where}: theta_fac must be positive numbers, got {self.theta_fac}")
+            object.__setattr__(self, "theta_fac", fac)
+        if self.config_type_n_sparse is not None:
+            object.__setattr__(self, "config_type_n_sparse", _count_table(self.config_type_n_sparse, where))
+            if self.n_sparse is not None:
+                raise ConfigError(f"{where}: give n_sparse or config_type_n_sparse, not both (as gap_fit)")
+        for name in ("unique_hash_tolerance", "unique_descriptor_tolerance"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{where}: {name} must be >= 0, got {getattr(self, name)}")
         if self.covariance_type == "dot_product" and self.zeta is None:
             raise ConfigError(f"{where}: zeta is required for the dot_product kernel")
         if self.sparse_method not in SPARSE_METHODS:
@@ -109,8 +129,10 @@ class GapSettings:
             raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs sparse_file")
         if self.n_sparse is not None and self.n_sparse < 1:
             raise ConfigError(f"{where}: n_sparse must be at least 1, got {self.n_sparse}")
-        if self.sparse_method not in ("index_file", "file", "none") and not self.n_sparse:
-            raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs n_sparse > 0")
+        if self.sparse_method not in ("index_file", "file", "none") and not (self.n_sparse or
+                                                                              self.config_type_n_sparse):
+            raise ConfigError(f"{where}: sparse_method={self.sparse_method} needs n_sparse > 0 "
+                              "(or config_type_n_sparse)")
         for name in ("cutoff", "delta", "theta_uniform", "zeta", "atom_sigma"):
             value = getattr(self, name)
             if value is not None and not (value > 0 and math.isfinite(value)):
@@ -125,10 +147,62 @@ class GapSettings:
                 out[key] = list(value) if isinstance(value, tuple) else value
         return out
 
-    def kernel_params(self):
+    def kernel_params(self, dimension):
+        """Keyword arguments of the kernel (pargap.gp.kernels.make_kernel) for a descriptor of
+        ``dimension`` components. With theta_fac the length scales depend on the data: they are
+        left out here (see pargap.fitting.models.theta_from_range)."""
         if self.covariance_type == "dot_product":
             return {"delta": self.delta, "zeta": self.zeta}
+        if self.theta_file is not None:
+            return {"delta": self.delta, "theta": read_theta_file(self.theta_file, dimension), "f0": self.f0}
+        if self.theta_fac is not None:
+            return {"delta": self.delta, "theta": self.theta_fac_vector(dimension), "f0": self.f0}
         return {"delta": self.delta, "theta_uniform": self.theta_uniform, "f0": self.f0}
+
+    def theta_fac_vector(self, dimension):
+        """theta_fac as (dimension,): one value for every dimension, or one per dimension."""
+        fac = self.theta_fac
+        if len(fac) not in (1, dimension):
+            raise ConfigError(f"gap entry '{self.descriptor}': theta_fac has {len(fac)} values; give one, or one "
+                              f"per descriptor dimension ({dimension})")
+        return tuple(fac) * dimension if len(fac) == 1 else tuple(fac)
+
+
+def read_theta_file(path, dimension):
+    """gap_fit's theta_file: its first line holds ``dimension`` length scales (separated by
+    spaces, ':' or ';')."""
+    try:
+        with open(path) as fh:
+            first = fh.readline()
+    except OSError as exc:
+        raise ConfigError(f"theta_file {path}: cannot read it ({exc.strerror})") from None
+    words = re.split(r"[\s:;{}]+", first.strip())
+    try:
+        theta = [float(w) for w in words if w]
+    except ValueError:
+        raise ConfigError(f"theta_file {path}: its first line is not a list of numbers: {first.strip()!r}") from None
+    if len(theta) != dimension or not all(t > 0 and math.isfinite(t) for t in theta):
+        raise ConfigError(f"theta_file {path}: expected {dimension} positive length scale(s) on the first line, "
+                          f"got {first.strip()!r}")
+    return theta
+
+
+def _count_table(value, where):
+    """config_type_n_sparse as {config type: n}, from a dict or gap_fit's ``{type:n:type:n}``."""
+    if isinstance(value, str):
+        items = [w for w in re.split(r"[\s:;]+", _unbrace(value)) if w]
+        if len(items) % 2:
+            raise ConfigError(f"{where}: config_type_n_sparse expects {{type:n:type:n...}}, got {value!r}")
+        value = dict(zip(items[::2], items[1::2]))
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: config_type_n_sparse must be a table {{config type = n}}")
+    out = {}
+    for k, n in value.items():
+        n = _parse_scalar(n) if isinstance(n, str) else n
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigError(f"{where}: config_type_n_sparse.{k} must be a whole number >= 0, got {n!r}")
+        out[str(k)] = n
+    return out
 
 
 @dataclass(frozen=True)
@@ -166,6 +240,24 @@ class FitSettings:
     esp_parameter_name: str = "esp_values"
     esp_points_parameter_name: str = "esp_points"
     total_charge_parameter_name: str = "total_charge"
+    # gap_fit's further key names; parameter_name_prefix is put before all of them (and the ones
+    # above from energy to sigma) and is empty once the settings are made
+    parameter_name_prefix: str = ""
+    hessian_parameter_name: str = "hessian"
+    force_mask_parameter_name: str = "force_mask"
+    # local-property fits (pargap.data.local_property): per-atom targets of the gap models
+    local_property_parameter_name: str = "local_property"
+    local_property_mask_parameter_name: str = "local_property_mask"
+    local_property0: float | dict | None = None
+    default_local_property_sigma: float = 0.001
+    # what to do besides the fit
+    sparse_use_actual_gpcov: bool = False
+    sparsify_only_no_fit: bool = False
+    export_covariance: bool = False
+    linear_system_dump_file: str | None = None
+    template_file: str | None = None
+    dryrun: bool = False
+    verbosity: str = "NORMAL"
 
     def __post_init__(self):
         if not self.gap and not self.charge_gap:
@@ -190,6 +282,19 @@ class FitSettings:
         if not self.sparse_jitter >= 0:
             raise ConfigError(f"sparse_jitter must be >= 0, got {self.sparse_jitter}")
         _check_core(self)
+        _apply_prefix(self)
+        if not (self.default_local_property_sigma > 0 and math.isfinite(self.default_local_property_sigma)):
+            raise ConfigError(f"default_local_property_sigma must be a positive number, got "
+                              f"{self.default_local_property_sigma}")
+        if self.verbosity.upper() not in VERBOSITY:
+            raise ConfigError(f"verbosity must be one of {', '.join(VERBOSITY)}, got '{self.verbosity}'"
+                              + _suggest(self.verbosity.upper(), VERBOSITY))
+        object.__setattr__(self, "verbosity", self.verbosity.upper())
+        if self.export_covariance:
+            if self.store_covariance is False:
+                raise ConfigError("export_covariance = true keeps the posterior factor: it contradicts "
+                                  "store_covariance = false")
+            object.__setattr__(self, "store_covariance", True)
 
     @property
     def cutoff(self):
@@ -210,6 +315,36 @@ class FitSettings:
 
     def to_toml(self):
         return to_toml(self.to_dict())
+
+
+VERBOSITY = ("NORMAL", "VERBOSE", "NERD", "ANALYSIS")
+"""gap_fit's verbosity levels; pargap logs its progress at NORMAL and more detail at the others
+(pargap.progress.Log.verbose)."""
+
+PREFIXED_NAMES = ("energy_parameter_name", "local_property_parameter_name", "force_parameter_name",
+                  "virial_parameter_name", "hessian_parameter_name", "stress_parameter_name",
+                  "config_type_parameter_name", "sigma_parameter_name", "force_mask_parameter_name",
+                  "local_property_mask_parameter_name")
+"""The key names gap_fit puts parameter_name_prefix before (gap_fit_parse_command_line)."""
+
+
+def _apply_prefix(settings):
+    """Put parameter_name_prefix before every key name of PREFIXED_NAMES, then clear it, so that
+    the names are the ones looked up and the settings print (and reload) as they are."""
+    prefix = settings.parameter_name_prefix
+    if prefix:
+        for name in PREFIXED_NAMES:
+            object.__setattr__(settings, name, prefix + getattr(settings, name))
+        object.__setattr__(settings, "parameter_name_prefix", "")
+
+
+def local_property_offsets(settings):
+    """{element symbol or None: p0} of local_property0: one value for all species (key None), or
+    one per element; empty when it is not set."""
+    p0 = settings.local_property0
+    if p0 is None:
+        return {}
+    return dict(p0) if isinstance(p0, dict) else {None: float(p0)}
 
 
 # ---- charge model (issue 5): settings of the ESP-fitted charge GP ------------------------------
@@ -298,7 +433,8 @@ def _build(cls, data, context):
             raise ConfigError(f"{context}: unknown setting '{key}'" + _suggest(key, known))
         if name == "species_Z":
             value = tuple(int(z) for z in (value if isinstance(value, (list, tuple)) else str(value).split()))
-        elif name not in ("gap", "charge_gap", "e0", "default_sigma", "config_type_sigma"):
+        elif name not in ("gap", "charge_gap", "e0", "local_property0", "default_sigma", "config_type_sigma",
+                          "theta_fac", "config_type_n_sparse"):
             value = _convert(value, known[name].type, f"{context}.{key}" if context != "settings" else key)
         kwargs[name] = value
     missing = [
@@ -324,12 +460,17 @@ def settings_from_dict(data):
         if not isinstance(cts, dict):
             raise ConfigError("config_type_sigma must be a table {config_type = [sE, sF, sV, sH]}")
         data["config_type_sigma"] = {str(k): tuple(_float_list(v, f"config_type_sigma.{k}")) for k, v in cts.items()}
-    if isinstance(data.get("e0"), str):
-        data["e0"] = _parse_scalar(data["e0"])
-    if isinstance(data.get("e0"), dict):
-        data["e0"] = {str(k): float(v) for k, v in data["e0"].items()}
-    elif "e0" in data and data["e0"] is not None:
-        data["e0"] = float(data["e0"])
+    for key in ("e0", "local_property0"):
+        if isinstance(data.get(key), str):
+            data[key] = _parse_scalar(data[key])
+        if isinstance(data.get(key), dict):
+            data[key] = {str(k): float(v) for k, v in data[key].items()}
+        elif data.get(key) is not None:
+            try:
+                data[key] = float(data[key])
+            except (TypeError, ValueError):
+                raise ConfigError(f"setting '{key}': expected a number or a table of numbers per element, "
+                                  f"got {data[key]!r}") from None
     return _build(FitSettings, data, "settings")
 
 
@@ -390,15 +531,19 @@ def apply_overrides(data, overrides):
 # ---- gap_fit command line ---------------------------------------------------------------------
 
 GAPFIT_UNSUPPORTED = {
-    "linear_system_dump_file": "linear-system dumps are not supported",
-    "template_file": "template files are not supported",
-    "config_type_n_sparse": "per-config-type sparse selection is not supported yet",
-    "do_ip_timing": "not supported",
-    "sparsify_only_no_fit": "not supported yet",
-    "mpi_blocksize_rows": "pargap partitions rows itself",
-    "mpi_blocksize_cols": "pargap partitions rows itself",
-    "export_covariance": "not supported",
+    "config_type_n_sparse": "it is an option of each model: write it inside gap={...}",
 }
+"""gap_fit options pargap refuses, and why. Every option of ``gap_fit --help`` is accepted."""
+
+GAPFIT_IGNORED = {
+    "mpi_blocksize_rows": "pargap partitions the rows over the ranks by cost itself",
+    "mpi_blocksize_cols": "a ScaLAPACK block size of gap_fit's; pargap's solvers choose their own",
+    "openmp_chunk_size": "pargap has no OpenMP loops (threads only inside BLAS/LAPACK)",
+    "mpi_print_all": "progress is printed by rank 0, and every rank reports its own errors",
+    "do_ip_timing": "it times QUIP's potential calls; pargap logs the time of every phase anyway",
+}
+"""gap_fit options accepted and ignored, each with one log line saying why."""
+
 GAPFIT_NO_EFFECT = {"do_copy_atoms_file", "condition_number_norm"}
 """gap_fit options accepted and without effect on the coefficients (gap_fit's XML copy of the data;
 the norm of the condition estimate gap_fit prints: pargap always logs its own estimate)."""
@@ -408,6 +553,7 @@ GAPFIT_ALIASES = {  # gap_fit's long option names (its param_register keys) -> t
     "atoms_filename": "at_file", "gap_file": "gp_file", "default_kernel_regularisation": "default_sigma",
     "config_type_kernel_regularisation": "config_type_sigma", "kernel_regularisation_is_per_atom": "sigma_per_atom",
     "kernel_regularisation_parameter_name": "sigma_parameter_name", "hessian_displacement": "hessian_delta",
+    "default_kernel_regularisation_local_property": "default_local_property_sigma",
 }
 
 # ---- the baseline ("core") potential: gap_fit's core_param_file / core_ip_args ----------------
@@ -442,11 +588,11 @@ def parse_ip_args(ip_args):
 
 GAP_STRING_UNSUPPORTED = {
     "exponents", "n_exponents", "tail_range", "tail_exponent", "resid_name", "only_intra",
-    "only_inter", "theta_file", "theta_fac", "unique_hash_tolerance",
-    "unique_descriptor_tolerance", "config_type_n_sparse",
+    "only_inter",
 }
 GAP_STRING_ALIASES = {"soap_exponent": "zeta", "z_center": "Z", "energy_scale": "delta",
-                      "lengthscale_uniform": "theta_uniform"}
+                      "lengthscale_uniform": "theta_uniform", "lengthscale_factor": "theta_fac",
+                      "lengthscale_file": "theta_file"}
 
 
 def _split_top(text, sep=None):
@@ -516,8 +662,10 @@ def _key_values(text, context):
     return pairs
 
 
-def parse_gap_string(text):
-    """``distance_2b cutoff=5 ... : distance_2b ...`` -> list of GapSettings dicts."""
+def parse_gap_string(text, notes=None):
+    """``distance_2b cutoff=5 ... : distance_2b ...`` -> list of GapSettings dicts. ``notes``
+    (a list) receives a line where gap_fit reads an entry differently from how it looks."""
+    notes = [] if notes is None else notes
     entries = []
     for k, part in enumerate(_split_top(_unbrace(text), sep=":")):
         words = _split_top(_unbrace(part))
@@ -537,24 +685,66 @@ def parse_gap_string(text):
             inner = _unbrace(value)
             if low in ("covariance_type", "sparse_method"):  # gap_fit reads these case-insensitively
                 inner = {"gaussian": "ard_se"}.get(inner.lower(), inner.lower())
-            entry[key] = [int(z) for z in inner.split()] if low == "species_z" else _parse_scalar(inner)
+            if low == "species_z":
+                entry[key] = [int(z) for z in inner.split()]
+            elif key == "theta_fac":
+                words = [w for w in re.split(r"[\s:;]+", inner.strip()) if w]
+                if len(inner.split()) > 1 and value.strip().startswith("{") and not value.strip().startswith("{{"):
+                    # gap_fit drops these braces with the entry's and reads theta_fac=<first number>
+                    notes.append(f"gap entry {k} ({descriptor}): {key}={value} is read as {key}={words[0]}, as gap_fit "
+                                 f"reads it; write {key}={{{':'.join(words)}}} for one factor per dimension")
+                    words = words[:1]
+                entry[key] = _float_list(words, f"gap entry {k}: theta_fac")
+            elif key == "config_type_n_sparse":
+                entry[key] = inner
+            else:
+                entry[key] = _parse_scalar(inner)
         entries.append(entry)
     return entries
 
 
-def parse_gapfit_args(tokens):
-    """A gap_fit command line (``key=value`` tokens, braces allowed) -> settings dict."""
+def read_config_file(path):
+    """gap_fit's config_file: the options, from a file whose newlines count as spaces."""
+    try:
+        with open(path) as fh:
+            return fh.read().replace("\r", " ").replace("\n", " ")
+    except OSError as exc:
+        raise ConfigError(f"config_file {path}: cannot read it ({exc.strerror})") from None
+
+
+def parse_gapfit_args(tokens, notes=None):
+    """A gap_fit command line (``key=value`` tokens, braces allowed) -> settings dict.
+
+    ``notes`` (a list), if given, receives one line per option accepted and ignored, saying why;
+    with ``config_file`` the options are read from that file and, as in gap_fit, the rest of the
+    command line is ignored."""
+    notes = [] if notes is None else notes
     text = " ".join(tokens)
+    given = _key_values(text, "gap_fit command line")
+    config_file = next((v for k, v in given.items() if k.lower() == "config_file"), None)
+    if config_file is not None:
+        config_file = _unbrace(config_file)
+        for key in given:
+            if key.lower() != "config_file":
+                notes.append(f"gap_fit option '{key}' ignored: config_file={config_file} is given, and gap_fit "
+                             "then reads its options from that file only")
+        text = read_config_file(config_file)
+        given = _key_values(text, f"config_file {config_file}")
+        if any(k.lower() == "config_file" for k in given):
+            raise ConfigError(f"config_file {config_file}: it names a config_file itself")
     data = {}
     known = {f.name.lower(): f.name for f in fields(FitSettings)}
-    for key, value in _key_values(text, "gap_fit command line").items():
+    for key, value in given.items():
         low = GAPFIT_ALIASES.get(key.lower(), key.lower())
         if low in GAPFIT_UNSUPPORTED:
             raise ConfigError(f"gap_fit option '{key}' is not supported by pargap: {GAPFIT_UNSUPPORTED[low]}")
+        if low in GAPFIT_IGNORED:
+            notes.append(f"gap_fit option '{key}' ignored: {GAPFIT_IGNORED[low]}")
+            continue
         if low == "gap":
-            data["gap"] = parse_gap_string(value)
+            data["gap"] = parse_gap_string(value, notes)
         elif low == "charge_gap":
-            data["charge_gap"] = parse_gap_string(value)
+            data["charge_gap"] = parse_gap_string(value, notes)
         elif low == "default_sigma":
             data["default_sigma"] = _float_list(_unbrace(value), key)
         elif low == "config_type_sigma":
@@ -565,21 +755,24 @@ def parse_gapfit_args(tokens):
                 items[i]: _float_list(items[i + 1:i + 5], f"config_type_sigma.{items[i]}")
                 for i in range(0, len(items), 5)
             }
-        elif low == "e0":
+        elif low in ("e0", "local_property0"):
             inner = _unbrace(value)
-            if ":" in inner:
-                items = inner.split(":")
-                if len(items) % 2:
-                    raise ConfigError("e0: expected {Sym:value:Sym:value...}")
-                data["e0"] = {items[i]: float(items[i + 1]) for i in range(0, len(items), 2)}
-            else:
-                data["e0"] = float(inner)
+            try:
+                if ":" in inner:
+                    items = inner.split(":")
+                    if len(items) % 2:
+                        raise ValueError
+                    data[low] = {items[i].strip(): float(items[i + 1]) for i in range(0, len(items), 2)}
+                else:
+                    data[low] = float(inner)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number or {{Sym:value:Sym:value...}}, got {value!r}") from None
         elif low in GAPFIT_NO_EFFECT:
             continue
         elif low in known:
             data[known[low]] = _parse_scalar(_unbrace(value))
         else:
-            raise ConfigError(f"unknown gap_fit option '{key}'" + _suggest(low, list(known) + list(GAPFIT_UNSUPPORTED)))
+            raise ConfigError(f"unknown gap_fit option '{key}'" + _suggest(low, list(known) + list(GAPFIT_IGNORED)))
     return data
 
 
