@@ -105,8 +105,8 @@ def alpha_of(path):
 def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0):
     """Markdown tables of docs/scaling.md: per-rank memory, time and communication at N, M for
     P = 64..4096, and the largest problem in ``budget_gb`` per rank, from a run's measured costs
-    and pargap.memory's model (its constants and formulas)."""
-    from pargap import memory
+    and pargap.fitting.memory's model (its constants and formulas)."""
+    from pargap.fitting import memory
 
     rate, gflops = measured["row_rate_s"], measured["qr_gflops"]
     base = (memory.BASE_MB + memory.NUMBA_MB + memory.SOAP_MB + memory.MPI_MB) * memory.MB

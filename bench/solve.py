@@ -26,7 +26,7 @@ import numpy as np
 import scipy.linalg
 
 from pargap.parallel import world
-from pargap.solve import choose_solver, cholesky_factor, scalapack_solve, tsqr_solve_block
+from pargap.linalg.solve import choose_solver, cholesky_factor, scalapack_solve, tsqr_solve_block
 
 
 def dgemm_rate(n=2000, repeats=3):

@@ -73,7 +73,7 @@ def lammps_sw(atoms, potential_file=SI_SW):
 
 def configurations(seed=0):
     """(name, atoms): the configurations compared."""
-    from pargap.stillinger_weber import diamond_cell
+    from pargap.baselines.stillinger_weber import diamond_cell
 
     rng = np.random.default_rng(seed)
     out = [("8-atom minimum", diamond_cell())]
@@ -95,7 +95,7 @@ def main(argv=None):
     p.add_argument("--tolerance", type=float, default=1e-8, help="largest allowed difference (default 1e-8)")
     args = p.parse_args(argv)
     ensure_lammps(args.install)
-    from pargap.stillinger_weber import StillingerWeber
+    from pargap.baselines.stillinger_weber import StillingerWeber
 
     worst = 0.0
     print(f"{'configuration':30s} {'|dE| eV':>10s} {'|dE|/atom':>10s} {'max|dF| eV/A':>13s} "

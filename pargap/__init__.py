@@ -9,11 +9,11 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Lazy, so that `import pargap` stays light (no h5py/ase import until needed).
     if name == "GAPCalculator":
-        from pargap.calculator import GAPCalculator
+        from pargap.potential.calculator import GAPCalculator
 
         return GAPCalculator
     if name == "Potential":
-        from pargap.potential import Potential
+        from pargap.potential.potential import Potential
 
         return Potential
     raise AttributeError(name)

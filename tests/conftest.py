@@ -12,8 +12,8 @@ from ase.calculators.lj import LennardJones
 from ase.cluster import Icosahedron
 
 from pargap.descriptors import Distance2b
-from pargap.kernels import SquaredExponential
-from pargap.model import Model
+from pargap.gp.kernels import SquaredExponential
+from pargap.gp.model import Model
 
 LJ = dict(sigma=2.0, epsilon=0.5, rc=5.0, smooth=True)
 

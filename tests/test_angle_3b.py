@@ -9,7 +9,7 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from conftest import displaced, strained
-from pargap.neighbours import neighbour_list
+from pargap.descriptors.neighbours import neighbour_list
 
 from pargap.descriptors.angle_3b import Angle3b, ordered_slot_pairs
 from pargap.descriptors.base import Descriptors, cutoff_function

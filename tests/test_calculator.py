@@ -10,9 +10,9 @@ from ase.build import bulk
 from conftest import random_model
 from pargap import GAPCalculator
 from pargap.descriptors.angle_3b import Angle3b
-from pargap.kernels import SquaredExponential
-from pargap.model import Model
-from pargap.potential import Potential
+from pargap.gp.kernels import SquaredExponential
+from pargap.gp.model import Model
+from pargap.potential.potential import Potential
 
 
 def two_species_potential(rng):

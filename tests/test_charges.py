@@ -1,4 +1,4 @@
-"""The charge model (pargap.charges): ESP rows are the Coulomb sums they claim to be, the total
+"""The charge model (pargap.fitting.charges): ESP rows are the Coulomb sums they claim to be, the total
 charge is held to its sigma, fixed element charges are recovered exactly, the distributed fit
 equals the serial one, settings parse in both forms, the potential file and the calculator carry
 the charges, and bad ESP input is reported with file, structure and key."""
@@ -14,13 +14,14 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from conftest import run_job
 from pargap import GAPCalculator
-from pargap.charges import COULOMB, charge_covariance_rows, electrostatic_potential, predict_charges
-from pargap.config import load_toml, parse_gapfit_args, settings_from_dict
-from pargap.data import extract
+from pargap.fitting.charges import charge_covariance_rows
+from pargap.potential.charges import COULOMB, electrostatic_potential, predict_charges
+from pargap.settings.config import load_toml, parse_gapfit_args, settings_from_dict
+from pargap.data.frames import extract
 from pargap.errors import ConfigError, PargapError
-from pargap.fit import fit
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
-from pargap.potential import Potential
+from pargap.potential.potential import Potential
 from pargap.progress import Log
 
 HERE = Path(__file__).resolve().parent

@@ -1,4 +1,4 @@
-"""Structure comparison (pargap.compare, pargap-compare): global SOAP kernels and their properties,
+"""Structure comparison (pargap.analysis.compare, pargap-compare): global SOAP kernels and their properties,
 REMatch against independent solutions of the same transport problem, the CLI serially and under
 mpirun with 1-3 ranks (every mpirun has a timeout)."""
 
@@ -13,7 +13,7 @@ from ase.build import bulk, molecule
 from scipy.optimize import minimize
 
 from conftest import run_job
-from pargap.compare import (
+from pargap.analysis.compare import (
     KERNELS,
     Environments,
     StructureSoap,

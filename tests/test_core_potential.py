@@ -13,14 +13,14 @@ from ase.build import bulk
 
 from conftest import displaced, random_model, strained
 from pargap import GAPCalculator
-from pargap.config import parse_gapfit_args, settings_from_dict
-from pargap.core_potential import CorePotential, core_targets
+from pargap.settings.config import parse_gapfit_args, settings_from_dict
+from pargap.baselines.core_potential import CorePotential, core_targets
 from pargap.descriptors.base import cutoff_function
 from pargap.errors import ConfigError, InputError
-from pargap.fit import compute_e0, fit
-from pargap.hessian import finite_difference_hessian, hessian_data
+from pargap.fitting.fit import compute_e0, fit
+from pargap.data.hessian import finite_difference_hessian, hessian_data
 from pargap.parallel import SerialComm
-from pargap.potential import Potential
+from pargap.potential.potential import Potential
 from pargap.progress import Log
 
 GLUE = Path(__file__).resolve().parents[1] / "../shared/data/si_gap18_subsets/glue.xml"

@@ -8,10 +8,10 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from pargap.config import settings_from_dict
-from pargap.data import extract, is_isolated_atom, to_virial
+from pargap.settings.config import settings_from_dict
+from pargap.data.frames import extract, is_isolated_atom, to_virial
 from pargap.errors import InputError
-from pargap.fit import compute_e0
+from pargap.fitting.fit import compute_e0
 from pargap.parallel import SerialComm
 
 GAP = [{"descriptor": "distance_2b", "cutoff": 4.0, "delta": 1.0, "theta_uniform": 0.5, "n_sparse": 5}]
@@ -116,7 +116,7 @@ def test_e0_isolated_average_explicit_and_offset():
 
 def test_any_ase_format_is_read(tmp_path):
     """A non-XYZ file goes through ase.io.read (here ASE's JSON database format)."""
-    from pargap.data import read_frames, scan_frames
+    from pargap.data.frames import read_frames, scan_frames
 
     frames = [crystal(), crystal() * (2, 1, 1)]
     for a in frames:

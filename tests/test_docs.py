@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pargap import config, config_reference
+from pargap.settings import config, config_reference
 from pargap.cli.eval import parser as eval_parser
 from pargap.cli.fit import main as fit_main
 from pargap.cli.fit import parser as fit_parser
@@ -55,16 +55,16 @@ def test_every_setting_has_a_description():
     missing = config_reference.missing_descriptions()
     assert not missing, config_reference.HOW_TO_FIX.format(keys=", ".join(missing))
     stale = sorted(set(config_reference.DESCRIPTIONS) - set(config_reference.setting_keys()))
-    assert not stale, f"remove {stale} from DESCRIPTIONS in pargap/config_reference.py (no such setting)"
+    assert not stale, f"remove {stale} from DESCRIPTIONS in pargap/settings/config_reference.py (no such setting)"
     stale = sorted(set(config_reference.PARGAP_ONLY) - set(config_reference.setting_keys()))
-    assert not stale, f"remove {stale} from PARGAP_ONLY in pargap/config_reference.py (no such setting)"
+    assert not stale, f"remove {stale} from PARGAP_ONLY in pargap/settings/config_reference.py (no such setting)"
 
 
 def test_config_md_is_the_generated_reference():
     text = config_reference.render()
     assert config_reference.OUTPUT == DOCS / "config.md"
     assert (DOCS / "config.md").read_text() == text, (
-        "docs/config.md is out of date: run `python -m pargap.config_reference` and commit docs/config.md")
+        "docs/config.md is out of date: run `python -m pargap.settings.config_reference` and commit docs/config.md")
     for f in dataclasses.fields(config.GapSettings) + dataclasses.fields(config.FitSettings):
         assert f"`{f.name}`" in text or f.name == "gap"
 
@@ -91,7 +91,7 @@ def build(key, value):
 @pytest.mark.parametrize("key", sorted(config_reference.ALLOWED))
 def test_allowed_values_are_the_ones_the_settings_take(key):
     """Every listed value is accepted; every word of the rejection message that the settings
-    would accept as a value is listed (so a value added to pargap.config shows up here)."""
+    would accept as a value is listed (so a value added to pargap.settings.config shows up here)."""
     allowed = config_reference.ALLOWED[key]
     for value in allowed:
         build(key, value)
@@ -106,7 +106,7 @@ def test_allowed_values_are_the_ones_the_settings_take(key):
             pass
     assert set(accepted) <= set(allowed), (
         f"{key} also takes {sorted(set(accepted) - set(allowed))}: add them to ALLOWED in "
-        f"pargap/config_reference.py and run `python -m pargap.config_reference`")
+        f"pargap/settings/config_reference.py and run `python -m pargap.settings.config_reference`")
 
 
 # ---- docs/hdf5.md ----------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ def ta_dir(tmp_path, monkeypatch):
 
 
 def test_hdf5_snippet_evaluates_the_potential_by_hand(ta_dir, capsys):
-    from pargap.potential import Potential
+    from pargap.potential.potential import Potential
 
     namespace = {}
     for block in code_blocks(DOCS / "hdf5.md", "python"):

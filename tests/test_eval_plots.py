@@ -6,8 +6,8 @@ import numpy as np
 
 from conftest import small_lj_frames
 from pargap.cli.eval import main as eval_main
-from pargap.config import settings_from_dict
-from pargap.fit import fit
+from pargap.settings.config import settings_from_dict
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
 from pargap.progress import Log
 

@@ -14,7 +14,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.units import bar
 
-from pargap.config import load_toml
+from pargap.settings.config import load_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -9,8 +9,8 @@ import pytest
 from ase import Atoms
 
 from conftest import lj_structures
-from pargap.config import settings_from_dict
-from pargap.fit import fit
+from pargap.settings.config import settings_from_dict
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
 from pargap.progress import Log
 

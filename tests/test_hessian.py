@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from pargap.calculator import GAPCalculator
-from pargap.config import settings_from_dict
-from pargap.fit import fit
-from pargap.observations import hessian_row
+from pargap.potential.calculator import GAPCalculator
+from pargap.settings.config import settings_from_dict
+from pargap.fitting.fit import fit
+from pargap.gp.observations import hessian_row
 from pargap.parallel import SerialComm
 from pargap.progress import Log
 
@@ -88,7 +88,7 @@ def test_hessian_data_from_a_calculator():
     analytic eigenvalue 2 E''(r)."""
     from ase.calculators.lj import LennardJones
 
-    from pargap.hessian import finite_difference_hessian, hessian_data
+    from pargap.data.hessian import finite_difference_hessian, hessian_data
 
     calc = LennardJones(sigma=2.0, epsilon=0.5, rc=6.0)
     trimer = Atoms("Ar3", positions=[[0, 0, 0], [2.3, 0, 0], [1.0, 2.0, 0.3]])

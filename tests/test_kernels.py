@@ -4,7 +4,7 @@ import numpy as np
 
 import pytest
 
-from pargap.kernels import DotProduct, SquaredExponential, gradient_dot, make_kernel
+from pargap.gp.kernels import DotProduct, SquaredExponential, gradient_dot, make_kernel
 
 KERNELS = {
     "ard_se": SquaredExponential(delta=1.3, theta=[0.7, 1.1, 0.9], f0=0.2),

@@ -13,7 +13,7 @@ import pytest
 from conftest import lj_structures, run_job
 from pargap.cli.fit import main as fit_main
 from pargap.errors import ConfigError
-from pargap.learning_curve import parse_fractions, parse_validation, plan_subsets
+from pargap.fitting.learning_curve import parse_fractions, parse_validation, plan_subsets
 
 SETTINGS = """at_file = "train.xyz"
 gp_file = "lj.h5"

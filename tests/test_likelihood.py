@@ -15,13 +15,13 @@ import scipy.linalg
 from ase import Atoms
 
 from conftest import lj_structures, random_model, run_job
-from pargap.config import settings_from_dict
+from pargap.settings.config import settings_from_dict
 from pargap.errors import PargapError
-from pargap.fit import build_rows, fit, load_structures
-from pargap.likelihood import Likelihood, dense_log_likelihood, log_likelihood, optimise, row_noise
-from pargap.observations import VIRIAL_COMPONENTS, model_rows
+from pargap.fitting.fit import build_rows, fit, load_structures
+from pargap.fitting.likelihood import Likelihood, dense_log_likelihood, log_likelihood, optimise, row_noise
+from pargap.gp.observations import VIRIAL_COMPONENTS, model_rows
 from pargap.parallel import SerialComm
-from pargap.potential import Potential
+from pargap.potential.potential import Potential
 from pargap.progress import Log, PhaseTimer
 
 QUIET = Log(SerialComm(), quiet=True)
@@ -243,7 +243,7 @@ def test_cli_optimise_prints_toml_and_fits_with_it(noisy_toml):
     assert "default_sigma = [" + ", ".join(repr(v) for v in chosen.default_sigma) + "]" in written.settings
     assert written.factor is not None and written.factor.shape == (20, 20)
     serial = fit(chosen, log=QUIET)  # alpha itself is ill-conditioned here: compare predictions
-    from pargap.variance import PredictiveVariance
+    from pargap.potential.variance import PredictiveVariance
 
     for atoms in ase.io.read(chosen.at_file, ":5"):
         assert written.predict(atoms)["energy"] == pytest.approx(serial.predict(atoms)["energy"], rel=1e-7)
@@ -276,8 +276,8 @@ def test_optimiser_recovers_hessian_noise(tmp_path):
 def test_delta_bound_keeps_k_mm_positive_definite():
     """A numerically singular K_MM block (20 points, length scale >> spacing) may grow only while
     delta^2 K_MM + jitter stays positive definite; a clearly positive block is not limited."""
-    from pargap.likelihood import BOUND, Terms, delta_bounds
-    from pargap.solve import cholesky_factor
+    from pargap.fitting.likelihood import BOUND, Terms, delta_bounds
+    from pargap.linalg.solve import cholesky_factor
 
     x = np.linspace(2.0, 5.0, 20)
     singular = 100.0 * np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2)

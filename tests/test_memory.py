@@ -12,7 +12,7 @@ from ase.build import bulk
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from conftest import run_job
-from pargap.memory import BASE_MB, NUMBA_MB, memory_request, sample_indices
+from pargap.fitting.memory import BASE_MB, NUMBA_MB, memory_request, sample_indices
 
 FIT = """
 at_file = "{data}"
@@ -126,7 +126,7 @@ def test_dry_run_under_mpirun_plans_for_its_ranks(job):
 def test_the_solve_column_follows_the_solver():
     """At M = 5e4 on 256 ranks of ~2400 rows, TSQR's triangles (tens of GB on rank 0) dominate; the
     ScaLAPACK plan holds about three times the rows block per rank; auto picks by the memory budget."""
-    from pargap.memory import DataSizes, plan, planned_solver
+    from pargap.fitting.memory import DataSizes, plan, planned_solver
 
     P, M = 256, 50_000
     n = 4 * P

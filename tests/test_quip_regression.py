@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pargap.config import parse_gapfit_args, settings_from_dict
-from pargap.fit import fit
+from pargap.settings.config import parse_gapfit_args, settings_from_dict
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
 from pargap.progress import Log
 

@@ -23,7 +23,7 @@ def mpirun(n, *args, timeout=TIMEOUT):
 @pytest.mark.parametrize("size, shape", [(1, (1, 1)), (2, (2, 1)), (3, (3, 1)), (4, (2, 2)), (6, (3, 2)),
                                          (7, (7, 1)), (16, (4, 4))])
 def test_grid_is_near_square_and_tall(size, shape):
-    from pargap.scalapack import grid_shape
+    from pargap.linalg.scalapack import grid_shape
 
     assert grid_shape(size) == shape
 
@@ -32,7 +32,7 @@ def test_grid_is_near_square_and_tall(size, shape):
 def test_block_cyclic_indices_cover_every_row_once(n, nb, nprocs):
     """numroc (ScaLAPACK's count) and local_to_global (ours) agree: the processes' global indices
     partition 0..n-1, in blocks of nb dealt round-robin."""
-    from pargap.scalapack import local_to_global, numroc
+    from pargap.linalg.scalapack import local_to_global, numroc
 
     owned = [local_to_global(numroc(n, nb, p, nprocs), nb, p, nprocs) for p in range(nprocs)]
     np.testing.assert_array_equal(np.sort(np.concatenate(owned)), np.arange(n))

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import _kill_job, _session_members, lj_structures, run_job
-from pargap.checkpoint import EXIT_STOPPED, TEST_SIGNAL_AFTER
-from pargap.config import load_toml
-from pargap.fit import fit
+from pargap.fitting.checkpoint import EXIT_STOPPED, TEST_SIGNAL_AFTER
+from pargap.settings.config import load_toml
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
 from pargap.progress import Log
 

@@ -5,7 +5,7 @@ import pytest
 
 from pargap.errors import PargapError
 from pargap.parallel import SerialComm
-from pargap.solve import cholesky_factor, serial_solve, tsqr_solve
+from pargap.linalg.solve import cholesky_factor, serial_solve, tsqr_solve
 
 
 def problem(rng, N=200, M=15):
@@ -57,7 +57,7 @@ def test_covariance_tiles_assemble_the_block_diagonal_K_mm(rng):
     import scipy.linalg
 
     from conftest import random_model
-    from pargap.solve import covariance_sparse_tile
+    from pargap.linalg.solve import covariance_sparse_tile
 
     models = [random_model(rng, M=M, theta=0.3 + 0.1 * k) for k, M in enumerate((7, 4, 9))]
     K_mm = scipy.linalg.block_diag(*[m.covariance_sparse(1e-3) for m in models])
@@ -71,7 +71,7 @@ def test_covariance_tiles_assemble_the_block_diagonal_K_mm(rng):
 
 @pytest.mark.parametrize("n", [1, 6, 40])
 def test_lanczos_finds_the_largest_eigenvalue(rng, n):
-    from pargap.solve import largest_eigenvalue
+    from pargap.linalg.solve import largest_eigenvalue
 
     B = rng.normal(size=(n + 3, n)) @ np.diag(np.logspace(0, 3, n))
     expected = np.linalg.norm(B, 2) ** 2
@@ -79,7 +79,7 @@ def test_lanczos_finds_the_largest_eigenvalue(rng, n):
 
 
 def test_auto_picks_tsqr_when_its_triangles_fit_else_scalapack(monkeypatch):
-    from pargap.solve import choose_solver
+    from pargap.linalg.solve import choose_solver
 
     monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "1G")  # TSQR at M = 3000: 6 x 8 x 3001^2 = 0.40 GiB
     assert choose_solver(SerialComm(), 3000)[0] == "tsqr"
@@ -93,7 +93,7 @@ def test_auto_picks_tsqr_when_its_triangles_fit_else_scalapack(monkeypatch):
 
 
 def test_memory_per_rank_reads_meminfo(monkeypatch):
-    from pargap.solve import memory_per_rank, parse_bytes
+    from pargap.linalg.solve import memory_per_rank, parse_bytes
 
     monkeypatch.delenv("PARGAP_MEMORY_PER_RANK", raising=False)
     assert 0 < memory_per_rank(SerialComm()) < 2**50
@@ -101,7 +101,7 @@ def test_memory_per_rank_reads_meminfo(monkeypatch):
 
 
 def test_settings_accept_the_scalapack_solver():
-    from pargap.config import FitSettings
+    from pargap.settings.config import FitSettings
     from pargap.errors import ConfigError
 
     with pytest.raises(ConfigError, match="auto, tsqr, scalapack, serial"):
@@ -112,14 +112,14 @@ def test_settings_accept_the_scalapack_solver():
 
 def test_condition_estimate_beyond_the_svd_equals_it(rng):
     """The Lanczos estimate used for large M (here forced) equals the SVD's 2-norm condition number."""
-    from pargap.solve import condition_estimate
+    from pargap.linalg.solve import condition_estimate
 
     R = np.triu(rng.normal(size=(60, 60))) / 60 + np.diag(np.logspace(-2, 1, 60))
     assert condition_estimate(R, exact_up_to=0) == pytest.approx(np.linalg.cond(R), rel=1e-8)
 
 
 def test_store_covariance_is_refused_with_the_scalapack_solver():
-    from pargap.config import FitSettings
+    from pargap.settings.config import FitSettings
     from pargap.errors import ConfigError
 
     with pytest.raises(ConfigError, match="store_covariance = true needs the R factor on one rank"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pargap.parallel import SerialComm
-from pargap.sparsify import DescriptorPool, select_sparse, unique_mask
+from pargap.fitting.sparsify import DescriptorPool, select_sparse, unique_mask
 
 
 def pool(rng, n=200, D=4, structures=10):

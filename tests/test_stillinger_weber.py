@@ -4,8 +4,8 @@ numbers and the symmetry of the diamond Hessian."""
 import numpy as np
 import pytest
 
-from pargap.hessian import finite_difference_hessian, hessian_data
-from pargap.stillinger_weber import StillingerWeber, diamond_cell, diamond_lattice_constant
+from pargap.data.hessian import finite_difference_hessian, hessian_data
+from pargap.baselines.stillinger_weber import StillingerWeber, diamond_cell, diamond_lattice_constant
 
 
 def rattled(seed=0, amplitude=0.15, strain=0.03, repeat=1):
@@ -97,7 +97,7 @@ def test_directional_curvature_is_the_eigenvalue_to_order_delta_squared():
     """The functional of a Hessian row, applied to SW along each of its eigenvectors at the
     minimum, gives the eigenvalue, with an error that falls as D^2 (what a baseline's Hessian
     contribution is computed with)."""
-    from pargap.hessian import directional_curvature
+    from pargap.data.hessian import directional_curvature
 
     labelled = hessian_data(diamond_cell(), StillingerWeber(), delta=1e-3)
     for k in (1, 7, 13, 19):

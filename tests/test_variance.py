@@ -10,13 +10,13 @@ from ase import Atoms
 
 from conftest import lj_structures
 from pargap import GAPCalculator
-from pargap.config import settings_from_dict
+from pargap.settings.config import settings_from_dict
 from pargap.errors import InputError
-from pargap.fit import fit
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
-from pargap.potential import Potential
+from pargap.potential.potential import Potential
 from pargap.progress import Log
-from pargap.variance import PredictiveVariance
+from pargap.potential.variance import PredictiveVariance
 
 QUIET = Log(SerialComm(), quiet=True)
 
@@ -143,7 +143,7 @@ def test_stored_factor_is_the_posterior_precision(tmp_path):
 
     import scipy.linalg
 
-    from pargap.observations import VIRIAL_COMPONENTS, model_rows
+    from pargap.gp.observations import VIRIAL_COMPONENTS, model_rows
 
     frames = lj_structures(n_bulk=3, n_cluster=3, seed=8)
     ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")

@@ -1,4 +1,4 @@
-"""Data for the talk's silicon Hessian experiment, all from Stillinger-Weber (pargap.stillinger_weber).
+"""Data for the talk's silicon Hessian experiment, all from Stillinger-Weber (pargap.baselines.stillinger_weber).
 
     python make_data.py [OUT_DIR] [--amplitude 0.1] [--force-amplitude 0.1] [--seed 0]
 
@@ -28,8 +28,8 @@ import numpy as np
 
 from pargap.descriptors.angle_3b import Angle3b
 from pargap.descriptors.base import cutoff_function
-from pargap.hessian import hessian_data
-from pargap.stillinger_weber import StillingerWeber, diamond_cell
+from pargap.data.hessian import hessian_data
+from pargap.baselines.stillinger_weber import StillingerWeber, diamond_cell
 
 CUTOFF = 3.77118  # SW's a sigma (A): the GAP descriptors see the same neighbours as SW
 TRANSITION = 0.5  # cosine switch-off width of the descriptors (A)

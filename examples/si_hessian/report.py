@@ -18,9 +18,9 @@ import sys
 import ase.io
 import numpy as np
 
-from pargap.calculator import GAPCalculator
-from pargap.hessian import finite_difference_hessian
-from pargap.stillinger_weber import StillingerWeber, diamond_cell
+from pargap.potential.calculator import GAPCalculator
+from pargap.data.hessian import finite_difference_hessian
+from pargap.baselines.stillinger_weber import StillingerWeber, diamond_cell
 
 FITS = ("hessian", "forces")
 

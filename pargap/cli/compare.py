@@ -58,8 +58,8 @@ def soap_settings(text):
     so that a fit's soap string can be pasted; other unknown keys are errors."""
     import difflib
 
-    from pargap.compare import SOAP_KEYS
-    from pargap.config import parse_gap_string
+    from pargap.analysis.compare import SOAP_KEYS
+    from pargap.settings.config import parse_gap_string
     from pargap.errors import ConfigError
 
     text = text.strip()
@@ -117,7 +117,7 @@ def exchange(comm, owned, needs):
     needs[r]: the set of indices rank r needs (the same list on every rank). Returns
     {index: Environments} for needs[rank]. The vectors travel as one float64 buffer per rank pair
     (Alltoallv, no pickling); the labels (index, length, centre species) in a small alltoall."""
-    from pargap.compare import Environments
+    from pargap.analysis.compare import Environments
 
     rank, size = comm.Get_rank(), comm.Get_size()
     if size == 1:
@@ -152,7 +152,7 @@ class Distributed:
     """The distributed computation: ownership of structures, tiles of the matrix, their blocks."""
 
     def __init__(self, comm, frames_a, frames_b, soap, zeta, kernel, gamma, tile, log):
-        from pargap.compare import StructureSoap, plan_tiles, species_of, tile_cost
+        from pargap.analysis.compare import StructureSoap, plan_tiles, species_of, tile_cost
         from pargap.parallel import balanced_partition
 
         self.comm, self.log = comm, log
@@ -182,7 +182,7 @@ class Distributed:
 
     def environments(self):
         """SOAP and self kernel of own structures; then every rank gets what its tiles need."""
-        from pargap.compare import self_kernels
+        from pargap.analysis.compare import self_kernels
 
         own_envs = {g: self.structure_soap(self.frames[g]) for g in self.own}
         diag_own = self_kernels([own_envs[g] for g in self.own], zeta=self.zeta, kernel=self.kernel, gamma=self.gamma)
@@ -201,7 +201,7 @@ class Distributed:
 
     def blocks(self):
         """Yield (tile, normalised block) for this rank's tiles; progress of rank 0 logged."""
-        from pargap.compare import normalise, raw_block
+        from pargap.analysis.compare import normalise, raw_block
 
         mine = self.tile_lists[self.comm.Get_rank()]
         diag_a = self.diag[:self.n_a]
@@ -271,7 +271,7 @@ def draw_map(path, K, labels, title):
         import matplotlib.pyplot as plt
     except ImportError:
         raise PargapError("--map needs matplotlib (pip install matplotlib)") from None
-    from pargap.compare import kernel_pca
+    from pargap.analysis.compare import kernel_pca
 
     xy = kernel_pca(K, 2)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -312,7 +312,7 @@ def main(argv=None):
         return EXIT_ERROR
 
     def body():
-        from pargap.compare import farthest_point_selection
+        from pargap.analysis.compare import farthest_point_selection
         from pargap.errors import CollectiveError
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer

@@ -36,12 +36,12 @@ def main(argv=None):
         return EXIT_ERROR
 
     def body():
-        from pargap.config import settings_from_dict
+        from pargap.settings.config import settings_from_dict
         from pargap.errors import PargapError
-        from pargap.evaluate import comparisons, error_table, format_table, parity_plots
-        from pargap.fit import load_structures
+        from pargap.analysis.evaluate import comparisons, error_table, format_table, parity_plots
+        from pargap.fitting.fit import load_structures
         from pargap.parallel import collective, on_root
-        from pargap.potential import Potential
+        from pargap.potential.potential import Potential
         from pargap.progress import Log
 
         def load():

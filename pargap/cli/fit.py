@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from pargap.cli.common import EXIT_ERROR, run, start_mpi
-from pargap.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
+from pargap.settings.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
 from pargap.errors import ConfigError
 
 
@@ -84,7 +84,7 @@ def check_charge_only(settings, args):
 
 def optimise_settings(comm, settings, args, log):
     """--optimise: the settings with the hyperparameters of maximum likelihood, printed as TOML."""
-    from pargap.likelihood import optimise
+    from pargap.fitting.likelihood import optimise
     from pargap.parallel import collective
 
     def check():
@@ -130,8 +130,8 @@ def main(argv=None):
         return run(lambda: dry_run(comm, args), comm)
 
     def body():
-        from pargap.checkpoint import EXIT_STOPPED, StopSignal, Stopped
-        from pargap.fit import fit, write_potential
+        from pargap.fitting.checkpoint import EXIT_STOPPED, StopSignal, Stopped
+        from pargap.fitting.fit import fit, write_potential
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
 
@@ -140,7 +140,7 @@ def main(argv=None):
         log = Log(comm, quiet=args.quiet)
         timer = PhaseTimer(comm, log)
         if args.learning_curve is not None:
-            from pargap.learning_curve import run as learning_curve
+            from pargap.fitting.learning_curve import run as learning_curve
 
             return learning_curve(settings, comm, log, args.learning_curve, args.validation)
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
@@ -172,7 +172,7 @@ def main(argv=None):
 
 def dry_run(comm, args):
     """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit."""
-    from pargap import memory
+    from pargap.fitting import memory
     from pargap.parallel import collective, on_root
 
     settings = collective(comm, settings_from_args, args)
@@ -185,7 +185,7 @@ def report_memory(comm, settings, log, solver="auto"):
     """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate."""
     import numpy as np
 
-    from pargap import memory
+    from pargap.fitting import memory
     from pargap.parallel import on_root
     from pargap.progress import peak_memory_mb
 

@@ -4,7 +4,7 @@ import numpy as np
 
 from pargap.descriptors.base import Descriptors, cutoff_function
 from pargap.descriptors.base import species_match as _species_match
-from pargap.neighbours import neighbour_list
+from pargap.descriptors.neighbours import neighbour_list
 
 
 def ordered_slot_pairs(centre):

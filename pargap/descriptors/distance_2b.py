@@ -3,7 +3,7 @@
 import numpy as np
 
 from pargap.descriptors.base import Descriptors, cutoff_function, species_match
-from pargap.neighbours import neighbour_list
+from pargap.descriptors.neighbours import neighbour_list
 
 
 class Distance2b:

@@ -28,7 +28,7 @@ from pargap.descriptors._soap_kernels import (
     soap_gradients,
 )
 from pargap.descriptors.base import Descriptors, cutoff_function
-from pargap.neighbours import neighbour_list
+from pargap.descriptors.neighbours import neighbour_list
 
 
 # --------------------------------------------------------------------------------------------

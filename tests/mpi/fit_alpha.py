@@ -7,8 +7,8 @@ import sys
 
 import numpy as np
 
-from pargap.config import load_toml
-from pargap.fit import fit
+from pargap.settings.config import load_toml
+from pargap.fitting.fit import fit
 from pargap.parallel import world
 from pargap.progress import Log
 

@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 
-from pargap.config import load_toml
-from pargap.likelihood import Likelihood, optimise
+from pargap.settings.config import load_toml
+from pargap.fitting.likelihood import Likelihood, optimise
 from pargap.parallel import world
 from pargap.progress import Log
 

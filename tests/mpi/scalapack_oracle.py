@@ -15,7 +15,7 @@ import scipy.linalg
 
 from pargap.errors import PargapError
 from pargap.parallel import world
-from pargap.solve import cholesky_factor, scalapack_solve, serial_solve
+from pargap.linalg.solve import cholesky_factor, scalapack_solve, serial_solve
 
 comm = world()
 rank, size = comm.Get_rank(), comm.Get_size()

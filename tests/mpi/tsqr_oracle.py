@@ -9,7 +9,7 @@ import numpy as np
 import scipy.linalg
 
 from pargap.parallel import world
-from pargap.solve import cholesky_factor, tsqr_solve
+from pargap.linalg.solve import cholesky_factor, tsqr_solve
 
 comm = world()
 rank, size = comm.Get_rank(), comm.Get_size()

@@ -77,10 +77,10 @@ def sample_indices(n_atoms, sample=SAMPLE):
 
 def sample_sizes(settings, sample=SAMPLE):
     """DataSizes of ``settings.at_file`` with the models of ``settings`` (serial, one process)."""
-    from pargap.data import extract, read_frames, scan_frames
-    from pargap.fit import expand_models, structure_cost
+    from pargap.data.frames import extract, read_frames, scan_frames
+    from pargap.fitting.fit import expand_models, structure_cost
     from pargap.parallel import SerialComm
-    from pargap.fit import species_order
+    from pargap.fitting.fit import species_order
 
     index = scan_frames(settings.at_file)
     n_atoms = np.array(index.n_atoms, dtype=float)
@@ -131,7 +131,7 @@ def _count_sparse(g):
 
 def gradient_bytes(n_atoms, desc, grad, dims, n_sparse):
     """Transient bytes while one structure's rows are built (see the module docstring)."""
-    from pargap.observations import gradient_chunk
+    from pargap.gp.observations import gradient_chunk
 
     M = sum(n_sparse)
     worst = 0.0
@@ -173,12 +173,12 @@ def estimate(sizes, structures, rank, size, solver="tsqr", height=None, total_ro
 
 
 def planned_solver(sizes, solver="auto", memory_per_rank=None):
-    """The solver the fit's "auto" rule (pargap.solve.choose_solver) would pick for these sizes:
+    """The solver the fit's "auto" rule (pargap.linalg.solve.choose_solver) would pick for these sizes:
     tsqr while its triangles take at most MEMORY_FRACTION of ``memory_per_rank`` (bytes;
     PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core), scalapack otherwise."""
     import os
 
-    from pargap.solve import MEMORY_FRACTION, TSQR_TRIANGLES, available_memory, parse_bytes
+    from pargap.linalg.solve import MEMORY_FRACTION, TSQR_TRIANGLES, available_memory, parse_bytes
 
     if solver != "auto":
         return solver

@@ -157,7 +157,7 @@ class FitSettings:
     store_covariance: bool | None = None  # keep the GP's R factor in the file; None: when M <= 20000
     do_copy_at_file: bool = True
     sparse_separate_file: bool = True
-    core_param_file: str | None = None  # baseline potential (pargap.core_potential), gap_fit's names
+    core_param_file: str | None = None  # baseline potential (pargap.baselines.core_potential), gap_fit's names
     core_ip_args: str | None = None
     # charge model (see the "charge model" block below): a second GP, for atomic charges
     charge_gap: tuple[GapSettings, ...] = ()
@@ -422,7 +422,7 @@ def _check_core(settings):
             raise ConfigError("core_param_file is set but core_ip_args is not: give core_ip_args "
                               "('IP Glue' or 'pair_table') to use the baseline potential")
         return
-    from pargap.core_potential import parse_ip_args
+    from pargap.baselines.core_potential import parse_ip_args
 
     parse_ip_args(settings.core_ip_args)
     if settings.core_param_file is None:

@@ -44,7 +44,7 @@ import scipy.optimize
 from pargap.errors import ConfigError, PargapError
 from pargap.parallel import SerialComm, collective, on_root
 from pargap.progress import Log, PhaseTimer
-from pargap.solve import _r_of, cholesky_factor
+from pargap.linalg.solve import _r_of, cholesky_factor
 
 GROUPS = ("energy", "force", "virial", "hessian", "fixed")
 """Noise groups: rows whose sigma follows default_sigma[g] / config_type_sigma (g = 0..3), and
@@ -60,7 +60,7 @@ BOUND = math.log(1e3)
 
 def _sigmas(s):
     """Row sigmas of one structure, in covariance_rows' order (energy, forces, virial, Hessian)."""
-    from pargap.observations import VIRIAL_COMPONENTS
+    from pargap.gp.observations import VIRIAL_COMPONENTS
 
     out, kinds = [], []
     if s.energy is not None:
@@ -85,7 +85,7 @@ def row_noise(structures, settings):
 
     A row follows the settings' sigmas when doubling default_sigma and config_type_sigma doubles
     its sigma; otherwise the data fix it (group 4). Infinite sigma (force_mask) is group -1."""
-    from pargap.data import extract
+    from pargap.data.frames import extract
 
     doubled = dataclasses.replace(
         settings, default_sigma=tuple(2.0 * v for v in settings.default_sigma),
@@ -311,7 +311,7 @@ class Likelihood:
     The random seed is fixed once, so every evaluation uses the same sparse points."""
 
     def __init__(self, settings, comm=None, log=None):
-        from pargap.fit import load_structures
+        from pargap.fitting.fit import load_structures
 
         self.comm = comm or SerialComm()
         self.log = log or Log(self.comm)
@@ -346,8 +346,8 @@ class Likelihood:
         return dataclasses.replace(s, **changes)
 
     def terms(self, theta=None):
-        from pargap.core_potential import load_core
-        from pargap.fit import build_rows
+        from pargap.baselines.core_potential import load_core
+        from pargap.fitting.fit import build_rows
 
         settings = self.settings_for(theta)
         # the rebuilds must not append to print_sparse_index (the final fit writes it once)

@@ -16,21 +16,21 @@ import time
 import numpy as np
 
 from pargap import __version__
-from pargap.charges import fit_charge_models, fit_charges_only
-from pargap.core_potential import core_targets, load_core
-from pargap.checkpoint import Stopped
-from pargap.data import extract, is_isolated_atom, read_frames, scan_frames
+from pargap.fitting.charges import fit_charge_models, fit_charges_only
+from pargap.baselines.core_potential import core_targets, load_core
+from pargap.fitting.checkpoint import Stopped
+from pargap.data.frames import extract, is_isolated_atom, read_frames, scan_frames
 from pargap.descriptors import make_descriptor
 from pargap.errors import ConfigError, InputError, PargapError
-from pargap.kernels import make_kernel
-from pargap.model import Model
-from pargap.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
+from pargap.gp.kernels import make_kernel
+from pargap.gp.model import Model
+from pargap.gp.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
 from pargap.parallel import SerialComm, collective, collective_flag, gather_sorted, on_root, partition_structures
-from pargap.potential import Potential
+from pargap.potential.potential import Potential
 from pargap.progress import Log, PhaseTimer
-from pargap.solve import (choose_solver, cholesky_factor, covariance_sparse_tile, scalapack_solve,
+from pargap.linalg.solve import (choose_solver, cholesky_factor, covariance_sparse_tile, scalapack_solve,
                           serial_solve_block, solve_on_root, tsqr_solve_block)
-from pargap.sparsify import DescriptorPool, select_sparse
+from pargap.fitting.sparsify import DescriptorPool, select_sparse
 
 
 STRUCTURE_OVERHEAD = 30
@@ -42,7 +42,7 @@ def structure_cost(atoms, cutoff):
     """Row-building cost of a structure: its neighbour pairs within the cutoff plus its atoms
     (descriptor gradients grow with the pairs, force rows with the atoms) plus a fixed
     STRUCTURE_OVERHEAD (which dominates for small clusters)."""
-    from pargap.neighbours import neighbour_list
+    from pargap.descriptors.neighbours import neighbour_list
 
     return len(neighbour_list(atoms, cutoff)[0]) + len(atoms) + STRUCTURE_OVERHEAD
 
@@ -389,11 +389,11 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
 
     checkpoint: a folder where the rows and the models are saved before the solve; restart: a
     folder with such a checkpoint (complete, or partial after a stop), made with the same
-    settings, to go on from (any number of ranks). stop: a :class:`pargap.checkpoint.StopSignal`;
+    settings, to go on from (any number of ranks). stop: a :class:`pargap.fitting.checkpoint.StopSignal`;
     once it fires, what is done is saved (to checkpoint, else restart, else
-    ``<gp_file>.checkpoint``) and :class:`pargap.checkpoint.Stopped` is raised on every rank.
+    ``<gp_file>.checkpoint``) and :class:`pargap.fitting.checkpoint.Stopped` is raised on every rank.
     Returns the Potential on every rank; writing it is :func:`write_potential`'s job."""
-    from pargap import checkpoint as saved
+    from pargap.fitting import checkpoint as saved
 
     comm = comm or SerialComm()
     log = log or Log(comm)

@@ -2,7 +2,7 @@
 
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 
-from pargap.potential import Potential
+from pargap.potential.potential import Potential
 
 
 class GAPCalculator(Calculator):
@@ -13,13 +13,13 @@ class GAPCalculator(Calculator):
 
     Properties: energy (eV), energies (eV per atom), forces (eV/Angstrom), stress (eV/Angstrom^3,
     Voigt order xx yy zz yz xz xy, ASE sign: stress = -virial / volume; periodic cells only);
-    charges (e) for a potential with charge models (:mod:`pargap.charges`), and
+    charges (e) for a potential with charge models (:mod:`pargap.fitting.charges`), and
     :meth:`get_electrostatic_potential` (V). A potential with charge models only has no energy.
     Parameter total_charge (e, default None): if set, the predicted charges sum to it exactly
-    (see :func:`pargap.charges.predict_charges`), e.g. ``GAPCalculator("q.h5", total_charge=0)``.
+    (see :func:`pargap.potential.charges.predict_charges`), e.g. ``GAPCalculator("q.h5", total_charge=0)``.
     With ``variance=True`` (or through get_energy_variance / get_local_energy_variances) also the
     GP predictive variances energy_variance (eV^2) and energies_variance (eV^2 per atom), from the
-    fit's factor stored in the file (see pargap.variance).
+    fit's factor stored in the file (see pargap.potential.variance).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "charges",
@@ -43,7 +43,7 @@ class GAPCalculator(Calculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         if self.potential.charge_models:
-            from pargap.charges import predict_charges
+            from pargap.potential.charges import predict_charges
 
             self.potential.baseline_energy(self.atoms.numbers)  # raises for unknown species
             self.results["charges"] = predict_charges(self.atoms, self.potential.charge_models,
@@ -62,7 +62,7 @@ class GAPCalculator(Calculator):
         self.results["forces"] = p["forces"]
         if self.variance or {"energy_variance", "energies_variance"} & set(properties):
             if self._variance is None:
-                from pargap.variance import PredictiveVariance
+                from pargap.potential.variance import PredictiveVariance
 
                 self._variance = PredictiveVariance(self.potential)
             self.results.update(self._variance(self.atoms))
@@ -78,7 +78,7 @@ class GAPCalculator(Calculator):
         the predicted charges (e) of ``atoms`` (default: the attached atoms). Returns (K,)."""
         import numpy as np
 
-        from pargap.charges import electrostatic_potential
+        from pargap.potential.charges import electrostatic_potential
 
         atoms = self.atoms if atoms is None else atoms
         if points is None:

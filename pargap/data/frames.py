@@ -6,7 +6,7 @@ virial sigmas are multiplied by sqrt(N_atoms) when ``sigma_per_atom``; per-struc
 ``energy_sigma``, ``force_sigma``, ``virial_sigma`` and per-atom ``force_atom_sigma`` or
 ``force_component_sigma`` (and ``virial_component_sigma``) override the defaults and are
 absolute; atoms with ``force_mask`` true have no force rows.
-Units: eV, Angstrom, eV/Angstrom; virial in eV. Serial code; MPI is in :mod:`pargap.fit`.
+Units: eV, Angstrom, eV/Angstrom; virial in eV. Serial code; MPI is in :mod:`pargap.fitting.fit`.
 """
 
 import io
@@ -44,7 +44,7 @@ class Structure:
     sigma_virial: np.ndarray | None
     hessian: list = field(default_factory=list)
     sigma_hessian: float = 0.0
-    charges: object = None  # pargap.charges.ChargeObservations (ESP, total charge) or None
+    charges: object = None  # pargap.data.esp.ChargeObservations (ESP, total charge) or None
 
     @property
     def n_atoms(self):
@@ -199,8 +199,8 @@ def extract(atoms, index, settings, file, check_sigma=True):
     n = len(atoms)
     hessian = hessian_observations(atoms, index, file)
     charges = None
-    if getattr(settings, "charge_gap", ()):  # charge-model observations (pargap.charges)
-        from pargap.charges import charge_observations
+    if getattr(settings, "charge_gap", ()):  # charge-model observations (pargap.fitting.charges)
+        from pargap.data.esp import charge_observations
 
         charges = charge_observations(atoms, index, settings, file)
     _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
@@ -324,6 +324,6 @@ def is_isolated_atom(atoms, cutoff):
         return False
     if not atoms.pbc.any():
         return True
-    from pargap.neighbours import neighbour_list
+    from pargap.descriptors.neighbours import neighbour_list
 
     return len(neighbour_list(atoms, cutoff)[0]) == 0

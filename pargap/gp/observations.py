@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pargap._contract import EMPTY, accumulate_rows
+from pargap.gp._contract import EMPTY, accumulate_rows
 
 VIRIAL_COMPONENTS = ((0, 0), (1, 0), (2, 0), (1, 1), (2, 1), (2, 2))
 """Independent components (k, l) of the symmetric virial, in gap_fit's row order."""

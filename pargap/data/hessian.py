@@ -27,7 +27,7 @@ def finite_difference_hessian(atoms, calculator, delta=1e-3):
 
 def directional_curvature(atoms, calculator, eigenvector, delta=0.01):
     """e . (F(r0 - D e) - F(r0 + D e)) / (2 D) of the calculator's forces, eV/A^2: the functional a
-    Hessian row applies to the GP (pargap.observations.hessian_row), so a baseline ("core")
+    Hessian row applies to the GP (pargap.gp.observations.hessian_row), so a baseline ("core")
     potential's contribution to an eigenvalue is subtracted with the same finite difference D (A)
     as the fit uses (``hessian_delta``). eigenvector: (n, 3), unit norm. Equals e.H.e + O(D^2)."""
     e = np.asarray(eigenvector, dtype=float)

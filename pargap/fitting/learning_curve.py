@@ -7,8 +7,8 @@ The pool is the training file minus the validation structures (a held-out fracti
 same seed) and minus the one-atom structures, which join every subset when e0 comes from isolated
 atoms (e0_method=isolated without e0). Each subset is copied byte for byte (extended XYZ; other
 formats are re-written as extended XYZ by ASE) to a file in the output folder on rank 0 and fitted
-by :func:`pargap.fit.fit` on all ranks; the file is removed after its fit. Errors on the
-validation structures are :mod:`pargap.evaluate`'s: energy per atom (eV/atom), force components
+by :func:`pargap.fitting.fit.fit` on all ranks; the file is removed after its fit. Errors on the
+validation structures are :mod:`pargap.analysis.evaluate`'s: energy per atom (eV/atom), force components
 (eV/A), virial components per atom (eV/atom).
 
 Output folder: ``potential_<n>.h5`` per subset, ``learning_curve.csv`` and ``.json`` (one row
@@ -89,9 +89,9 @@ def plan_subsets(n_structures, fractions, seed, always=(), held_out=0.0):
 
 
 def copy_frames(index, which, path):
-    """Write the frames ``which`` of an indexed file (pargap.data.FrameIndex) to ``path``: a byte
+    """Write the frames ``which`` of an indexed file (pargap.data.frames.FrameIndex) to ``path``: a byte
     copy for extended XYZ, else ASE's extended XYZ writer."""
-    from pargap.data import read_frames
+    from pargap.data.frames import read_frames
 
     try:
         if index.offsets is None:
@@ -122,11 +122,11 @@ def learning_curve(settings, comm, log, fractions=DEFAULT_FRACTIONS, validation=
     fractions: subset sizes as fractions of the pool; validation: a file name or a held-out fraction;
     folder: outputs (default :func:`output_folder`); seed: of the subsets and the split (default
     rnd_seed, or 0 when rnd_seed < 0). Returns the table rows (dicts with COLUMNS, errors as the
-    'all' entries of pargap.evaluate.error_table, None where the validation data has no such
+    'all' entries of pargap.analysis.evaluate.error_table, None where the validation data has no such
     observation), the same on every rank."""
-    from pargap.data import scan_frames
-    from pargap.evaluate import comparisons, error_table
-    from pargap.fit import fit, load_structures, write_potential
+    from pargap.data.frames import scan_frames
+    from pargap.analysis.evaluate import comparisons, error_table
+    from pargap.fitting.fit import fit, load_structures, write_potential
     from pargap.parallel import collective, on_root
     from pargap.progress import PhaseTimer
 
@@ -212,7 +212,7 @@ def plot(path, rows):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    from pargap.evaluate import UNITS
+    from pargap.analysis.evaluate import UNITS
 
     kinds = [k for k in KINDS if any(r[f"{k}_mae"] is not None for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(kinds)), figsize=(4.5 * max(1, len(kinds)), 4), squeeze=False)

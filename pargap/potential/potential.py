@@ -2,7 +2,7 @@
 
     E = sum_a e0(Z_a) + E_core + sum_models sum_i sum_m alpha_m w(x_i) k(x_i, s_m) w_m
 
-(E_core: the optional baseline potential, :mod:`pargap.core_potential`).
+(E_core: the optional baseline potential, :mod:`pargap.baselines.core_potential`).
 
 HDF5 layout (one file per potential, readable with plain h5py):
 
@@ -14,7 +14,7 @@ HDF5 layout (one file per potential, readable with plain h5py):
     /models/<k>/alpha         (M,)   coefficients
     /models/<k>/sparse_x      (M, D) sparse descriptors
     /models/<k>/sparse_weight (M,)   cutoff weights of the sparse points (gap_fit's sparseCutoff)
-    /charge_models/<k>    charge models (pargap.charges; alpha in 1/e), same layout as /models/<k>;
+    /charge_models/<k>    charge models (pargap.fitting.charges; alpha in 1/e), same layout as /models/<k>;
                           absent when the potential has none
     /gp                   optional (store_covariance): the GP posterior for the predictive variance;
                           attrs M (all models' sparse points) and sparse_jitter (eV^2)
@@ -36,9 +36,9 @@ import numpy as np
 from pargap import __version__
 from pargap.descriptors import make_descriptor
 from pargap.errors import InputError, PargapError
-from pargap.kernels import make_kernel
-from pargap.model import Model
-from pargap.observations import model_rows
+from pargap.gp.kernels import make_kernel
+from pargap.gp.model import Model
+from pargap.gp.observations import model_rows
 
 FORMAT = "pargap-potential"
 FORMAT_VERSION = 1
@@ -46,10 +46,10 @@ FORMAT_VERSION = 1
 
 class Potential:
     """models: list of fitted :class:`Model`; e0: {Z: eV}; settings: TOML text; provenance: dict;
-    core: the baseline :class:`~pargap.core_potential.CorePotential` or None; charge_models: fitted
-    charge models (:mod:`pargap.charges`), possibly with no energy model; factor: optional (M, M)
+    core: the baseline :class:`~pargap.baselines.core_potential.CorePotential` or None; charge_models: fitted
+    charge models (:mod:`pargap.fitting.charges`), possibly with no energy model; factor: optional (M, M)
     upper R of the fit (R^T R = K_MM + K_MN Lambda^-1 K_NM) and the sparse_jitter of K_MM, for the
-    predictive variance (:mod:`pargap.variance`)."""
+    predictive variance (:mod:`pargap.potential.variance`)."""
 
     def __init__(self, models, e0, settings="", provenance=None, core=None, charge_models=(),
                  factor=None, sparse_jitter=None):
@@ -79,7 +79,7 @@ class Potential:
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
         self.baseline_energy(atoms.numbers)  # raises for unknown species, before any work
         if not self.models:
-            raise PargapError("this potential has charge models only (pargap.charges): no energy to predict")
+            raise PargapError("this potential has charge models only (pargap.fitting.charges): no energy to predict")
         rows = model_rows(atoms, self.models, gradients=gradients)
         alpha = self.alpha
         e0_atoms = np.array([self.e0[int(z)] for z in atoms.numbers])
@@ -164,7 +164,7 @@ class Potential:
             provenance = {k: _plain(v) for k, v in f["provenance"].attrs.items()}
             core = None
             if "core" in f:
-                from pargap.core_potential import CorePotential
+                from pargap.baselines.core_potential import CorePotential
 
                 a = {k: _plain(v) for k, v in f["core"].attrs.items()}
                 text = f["core/text"].asstr()[()]

@@ -234,7 +234,7 @@ class CorePotential:
     def calculate(self, atoms, gradients=True):
         """{"energy": eV, "energies": (n,) eV, "forces": (n, 3) eV/A, "virial": (3, 3) eV}
         (forces and virial only with gradients)."""
-        from pargap.neighbours import neighbour_list
+        from pargap.descriptors.neighbours import neighbour_list
 
         n = len(atoms)
         Z = atoms.numbers

@@ -28,7 +28,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from pargap.descriptors.angle_3b import ordered_slot_pairs
 from pargap.errors import InputError
-from pargap.neighbours import neighbour_list
+from pargap.descriptors.neighbours import neighbour_list
 
 
 class StillingerWeber(Calculator):

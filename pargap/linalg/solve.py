@@ -293,7 +293,7 @@ def scalapack_solve(comm, block, K_mm_tile, block_size=64):
     Under a SerialComm, MPI's COMM_SELF is used."""
     from mpi4py import MPI
 
-    from pargap import scalapack as sl
+    from pargap.linalg import scalapack as sl
 
     M = block.shape[1] - 1
     if not isinstance(comm, MPI.Comm):  # SerialComm: one process, BLACS still needs an MPI communicator
@@ -386,7 +386,7 @@ def _distributed_condition(comm, G, M, block_size):
     by 2x to 30x on random triangles here, even on one rank.)"""
     from mpi4py import MPI
 
-    from pargap import scalapack as sl
+    from pargap.linalg import scalapack as sl
 
     vector = sl.Distributed(G.grid, M, 1, block_size, block_size)
     mine = vector.local.shape[1] > 0

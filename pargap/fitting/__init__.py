@@ -1,0 +1,1 @@
+"""The fit (MPI): the pipeline's phases, sparse selection, checkpoints, hyperparameters, the memory plan."""

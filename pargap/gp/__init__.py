@@ -1,0 +1,1 @@
+"""The sparse Gaussian process: kernels, sparse models, and the rows of K_NM (serial, no MPI)."""

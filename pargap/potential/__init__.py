@@ -1,0 +1,1 @@
+"""The fitted potential: the HDF5 file, prediction, predictive variance, charges, the ASE calculator (no MPI)."""

@@ -1,0 +1,1 @@
+"""Fit settings: the typed schema, gap_fit's command line and GAP strings, TOML files, the reference page."""
