@@ -15,7 +15,7 @@ owner, which compares the components. Message sizes per rank follow the local da
 
 import numpy as np
 
-from pargap.collectives import exchange_rows
+from pargap.parallel import exchange_rows
 
 HASH_TOLERANCE = 1e-10  # gap_fit's unique_hash_tolerance
 DESCRIPTOR_TOLERANCE = 1e-10  # gap_fit's unique_descriptor_tolerance
