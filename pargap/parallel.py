@@ -44,12 +44,18 @@ def balanced_partition(costs, size):
 
 
 def partition_structures(n_atoms, rank, size, costs=None):
-    """Partition structures by their row-building cost: ``costs`` per structure when known (e.g.
-    neighbour pairs + atoms), else the row count 3 n_atoms + 7 (forces, energy, virial)."""
+    """``rank``'s part of :func:`partitions`."""
+    return partitions(n_atoms, size, costs)[rank]
+
+
+def partitions(n_atoms, size, costs=None):
+    """Every rank's Partition of the structures by their row-building cost: ``costs`` per
+    structure when known (e.g. neighbour pairs + atoms), else the row count 3 n_atoms + 7
+    (forces, energy, virial). One partition for all ranks (the LPT pass runs once)."""
     costs = [3 * n + 7 for n in n_atoms] if costs is None else list(costs)
     owned = balanced_partition(costs, size)
     loads = tuple(sum(costs[i] for i in o) for o in owned)
-    return Partition(rank, size, tuple(owned[rank]), loads)
+    return [Partition(r, size, tuple(owned[r]), loads) for r in range(size)]
 
 
 class SerialComm:
