@@ -138,13 +138,13 @@ def fit_charges_only(settings, comm, log, timer, seed):
     import socket
 
     from pargap import __version__
-    from pargap.fitting.fit import file_hash, load_structures, species_order
-    from pargap.parallel import on_root
+    from pargap.fitting.fit import load_structures, species_order
+    from pargap.fitting.scan import data_hash as file_data_hash
     from pargap.potential.potential import Potential
 
     with timer.phase("read"):
         structures, _ = load_structures(comm, settings, log, check_sigma=False)
-        data_hash = on_root(comm, file_hash, settings.at_file)
+        data_hash = file_data_hash(comm, settings.at_file)
         species = species_order(comm, structures)
     charge_models, info = fit_charge_models(settings, comm, log, timer, seed, structures)
     provenance = {

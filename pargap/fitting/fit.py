@@ -7,7 +7,6 @@ through :func:`pargap.parallel.collective`, so no rank waits in a collective alo
 
 import dataclasses
 import datetime
-import hashlib
 import os
 import platform
 import socket
@@ -18,8 +17,9 @@ import numpy as np
 from pargap import __version__
 from pargap.fitting.charges import fit_charge_models, fit_charges_only
 from pargap.baselines.core_potential import core_targets, load_core
+from pargap.fitting import scan
 from pargap.fitting.checkpoint import Stopped
-from pargap.data.frames import extract, is_isolated_atom, read_frames, scan_frames
+from pargap.data.frames import extract, is_isolated_atom, read_frames
 from pargap.descriptors import make_descriptor
 from pargap.errors import ConfigError, InputError, PargapError
 from pargap.gp.kernels import make_kernel
@@ -56,7 +56,7 @@ def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
     indices, e.g. already in a checkpoint) are left out; ``index`` is the file's FrameIndex if
     already made."""
     path = settings.at_file
-    index = index or on_root(comm, scan_frames, path)
+    index = index or scan.index_frames(comm, path)
     rank, size = comm.Get_rank(), comm.Get_size()
     skip = {int(i) for i in skip}
     todo = [i for i in range(len(index)) if i not in skip]  # partition positions -> file indices
@@ -258,14 +258,6 @@ def append_sparse_index(comm, path, ids):
             raise PargapError(f"print_sparse_index: cannot write {path}: {exc}") from None
 
 
-def file_hash(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 ROW_ROUNDS = 16
 """The rows are built in at most this many rounds (groups of structures of about equal rows on
 each rank). A rank that got a stop request (SIGTERM) stops after its current structure; the
@@ -282,9 +274,9 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
                           "nothing to checkpoint")
 
     with timer.phase("read"):
-        index = on_root(comm, scan_frames, settings.at_file)
+        index = scan.index_frames(comm, settings.at_file)
         structures, part = load_structures(comm, settings, log, index=index)
-        data_hash = on_root(comm, file_hash, settings.at_file)  # of the data as read
+        data_hash = scan.data_hash(comm, settings.at_file)  # of the data as read
         species = species_order(comm, structures)
         e0 = collective(comm, compute_e0, comm, settings, structures, species, core)
         counts = comm.allreduce(np.array([
@@ -407,7 +399,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     if restart:
         with timer.phase("restart"):
             models, e0, seed, covered, n_structures, n_saved = saved.load_state(comm, restart, settings)
-            data_hash = on_root(comm, file_hash, settings.at_file)
+            data_hash = scan.data_hash(comm, settings.at_file)
             made_from = on_root(comm, saved.saved_data_hash, restart)
 
             def same_data():  # the same verdict on every rank, raised as one error
