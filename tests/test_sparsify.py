@@ -8,7 +8,7 @@ from pargap.fitting.cur import SINGULAR_TOLERANCE, leverage
 from pargap.fitting.distinct import repeated
 from pargap.fitting.random_stream import uniform_by_id
 from pargap.fitting.sparsify import DescriptorPool, global_numbers, select_sparse, smallest_scores
-from pargap.linalg.triangle import fold, merge
+from pargap.linalg.triangle import fold
 from pargap.parallel import SerialComm
 
 
@@ -63,16 +63,13 @@ def test_folded_triangle_is_the_r_of_the_rows(rng):
     np.testing.assert_allclose(np.abs(R), np.abs(np.linalg.qr(x, mode="r")), atol=1e-12)
 
 
-def test_merged_trapezoids_are_the_r_of_the_stacked_rows(rng):
-    """Fewer rows than columns: R is (n, D) upper trapezoidal, R^T R = X^T X, for any split."""
+def test_folded_trapezoid_with_fewer_rows_than_columns(rng):
+    """R is (n, D) upper trapezoidal with R^T R = X^T X, folded in any pieces."""
     x = rng.normal(size=(9, 12))
     for cut in (0, 4, 9):
-        R = merge(fold(np.zeros((0, 12)), x[:cut]), fold(np.zeros((0, 12)), x[cut:]))
+        R = fold(fold(np.zeros((0, 12)), x[:cut]), x[cut:])
         assert R.shape == (9, 12) and np.allclose(np.tril(R, -1), 0)
         np.testing.assert_allclose(R.T @ R, x.T @ x, atol=1e-12)
-    y = rng.normal(size=(30, 12))
-    R = merge(fold(np.zeros((0, 12)), y[:15]), fold(np.zeros((0, 12)), y[15:]))  # two squares
-    np.testing.assert_allclose(R.T @ R, y.T @ y, atol=1e-12)
 
 
 def test_cur_leverage_is_gap_fits_from_the_svd_of_the_candidates(rng):

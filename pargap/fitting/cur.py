@@ -6,7 +6,7 @@ singular values of X itself); leverage p_j = min(1, (m / k) sum_{r<=k} V_jr^2); 
 and take the m smallest u_j - p_j.
 
 Here X^T (n, D) is spread over the ranks by rows. Its triangle R (min(n, D), D), X^T = Q R, is
-folded from each rank's rows and merged up a binary tree of ranks (:mod:`pargap.linalg.triangle`);
+folded from each rank's rows (:mod:`pargap.linalg.triangle`) and merged up the TSQR tree of ranks;
 rank 0 takes the SVD R = U_R S W^T, whose singular values and right vectors are those of X^T,
 and broadcasts S and W_k. Each rank then has its own rows of V_k = X^T W_k S_k^-1. Memory per
 rank: its rows plus two triangles (three on rank 0 for the SVD), whatever the number of ranks.
@@ -15,7 +15,8 @@ rank: its rows plus two triangles (three on rank 0 for the SVD), whatever the nu
 import numpy as np
 import scipy.linalg
 
-from pargap.linalg.triangle import triangle
+from pargap.linalg.solve import reduce_triangles
+from pargap.linalg.triangle import fold
 from pargap.parallel import broadcast, total
 
 SINGULAR_TOLERANCE = 1e-13  # gap_fit's TOL_SVD
@@ -24,7 +25,7 @@ SINGULAR_TOLERANCE = 1e-13  # gap_fit's TOL_SVD
 def leverage(comm, x, m):
     """gap_fit's CUR leverage p (n_p,) of this rank's candidate rows x (n_p, D), for m points."""
     D = x.shape[1]
-    R = triangle(comm, x)  # (min(n, D), D) on rank 0
+    R = reduce_triangles(comm, fold(np.zeros((0, D)), x))  # (min(n, D), D) on rank 0
     s = np.zeros(min(D, total(comm, len(x))))
     if comm.Get_rank() == 0:
         try:
