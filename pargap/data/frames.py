@@ -64,10 +64,13 @@ class Structure:
 
 @dataclass(frozen=True)
 class FrameIndex:
-    """Where each frame of a file is: byte offsets (None for non-XYZ formats) and atom counts."""
+    """Where each frame of a file is: byte offsets (None for non-XYZ formats) and atom counts.
+
+    offsets is indexed by frame number: a sequence of all of them, or a dict holding only some
+    (those a rank reads, and the start of the frame after each); n_atoms holds every frame's."""
 
     path: str
-    offsets: tuple | None
+    offsets: tuple | dict | None
     n_atoms: tuple
 
     def __len__(self):

@@ -5,7 +5,7 @@ import numpy as np
 
 from pargap.data.frames import extract, read_frames
 from pargap.descriptors.neighbours import neighbour_list
-from pargap.fitting.scan import index_frames
+from pargap.fitting.scan import frames_for, index_frames
 from pargap.parallel import collective, partition_structures
 
 
@@ -41,7 +41,9 @@ def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
         atoms = read_frames(index, which)
         return {i: extract(a, i, settings, path, check_sigma) for a, i in zip(atoms, which)}
 
-    mine = collective(comm, read, [todo[j] for j in part.structures])
+    first = [todo[j] for j in part.structures]
+    index = frames_for(comm, index, first)
+    mine = collective(comm, read, first)
     if size > 1:
         position = {i: j for j, i in enumerate(todo)}
         costs = np.zeros(len(todo))
@@ -50,6 +52,7 @@ def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
                 costs[position[i]] = c
         part = partition_structures(n_atoms, rank, size, costs)
         gained = [todo[j] for j in part.structures if todo[j] not in mine]
+        index = frames_for(comm, index, gained)
         mine.update(collective(comm, read, gained))
     left = f" ({len(skip)} already in the checkpoint)" if skip else ""
     log(f"{len(todo)} structures{left}, {sum(n_atoms)} atoms in {path}; {part.size} rank(s), "
