@@ -49,7 +49,7 @@ def index_frames(comm, path):
     first = np.concatenate([[0], np.cumsum(comm.allgather(len(counts)))])  # frames of each rank's range
     counts = gather_rows(comm, np.array(counts, dtype=np.int64))
     if len(counts) == 0:
-        raise InputError("file has no structures", file=path)
+        return on_root(comm, scan_frames, path)  # raises its error once, on every rank
     mine = dict(zip(range(first[rank], first[rank + 1]), offsets))
     if first[rank + 1] < len(counts):
         mine[int(first[rank + 1])] = end  # where this range's last frame ends
