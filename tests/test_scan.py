@@ -46,6 +46,28 @@ def test_index_and_hash_for_any_rank_count(tmp_path, ranks):
     assert str(got["digest"]) == hashlib.sha256(blocks).hexdigest()
 
 
+def test_wrong_first_guess_falls_back_to_the_serial_scan(tmp_path):
+    """Two ranks, the byte midpoint inside frame 1's atom-count line: rank 1's first guess of a
+    frame start is frame 1's comment line, a lone integer. Its range does not chain to rank 0's,
+    and the index is still the serial scan's."""
+    from pargap.data.frames import next_count_line
+
+    second = "12\n5\n" + "".join(f"Si {i}.0 0.0 0.0\n" for i in range(12))
+    for pad in range(400):
+        first = f'1\nLattice="9 0 0 0 9 0 0 0 9" Properties=species:S:1:pos:R:3 note={"x" * pad}\nSi 0 0 0\n'
+        middle = (len(first) + len(second)) // 2
+        if len(first) < middle < len(first) + 3:
+            break
+    path = tmp_path / "db.xyz"
+    path.write_text(first + second)
+    assert next_count_line(str(path), middle) == len(first) + 3  # the comment line "5"
+    run = run_job(["mpirun", "-n", "2", "--oversubscribe", sys.executable, HERE / "mpi" / "scan_ranks.py",
+                   path, tmp_path / "out.npz", 1 << 20], timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    assert got["counts"].tolist() == [1, 12] and got["offsets"].tolist() == [0, len(first)]
+
+
 def test_small_file_hash_is_its_sha256(tmp_path):
     from pargap.fitting.scan import data_hash
     from pargap.parallel import SerialComm
