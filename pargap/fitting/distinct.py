@@ -1,8 +1,8 @@
 """Removal of repeated descriptors over all structures and ranks, by gap_fit's hash rule.
 
-gap_fit (``exclude_duplicates``): hash_i = sum_d |x_di|; sort by hash; of two neighbours in that
-order whose hashes differ by less than 1e-10 and whose components all differ by less than 1e-10,
-drop the first. Here the order is (hash ascending, global number descending), a deterministic
+gap_fit (gp_fit.f95, before any sparse method): hash_i = sum_d |x_di|; sort by hash; of two
+neighbours in that order whose hashes differ by less than 1e-10 and whose components all differ
+by less than 1e-10, drop the first. Here the order is (hash ascending, global number descending), a deterministic
 stand-in for gap_fit's unstable heapsort, so that of bit-identical descriptors the one with the
 lowest global number stays.
 
