@@ -103,7 +103,8 @@ def main():
             run([GAP_FIT, *arguments(folder, gp, seed, args)], folder)
             quip = json.loads(run([QUIP_PYTHON, HERE / "quip_errors.py", gp, folder / "test.xyz", "dft_energy",
                                    "dft_force"], folder).strip().splitlines()[-1])
-            results["gap_fit"].append({"seed": seed, "energy_mae": quip["energy_mae"], "forces_mae": quip["forces_mae"]})
+            results["gap_fit"].append({"seed": seed, "energy_mae": quip["energy_mae"],
+                                       "forces_mae": quip["forces_mae"]})
             h5 = folder / f"pargap_{seed}.h5"
             run([sys.executable, "-m", "pargap.cli.fit", *arguments(folder, h5, seed, args)], folder)
             results["pargap"].append({"seed": seed, **pargap_errors(h5, folder / "test.xyz")})

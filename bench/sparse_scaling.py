@@ -66,9 +66,10 @@ def fit(folder, ranks, n_sparse):
         models = sorted(f["models"], key=int)
         alpha = [f["models"][k]["alpha"][:] for k in models]
         sparse = [f["models"][k]["sparse_x"][:] for k in models]
-    return {"ranks": ranks, "sparse_seconds": phases["sparse points"][0],
-            "sparse_raised_mb": phases["sparse points"][2], "peak_mb": peak,
-            "phases": {k: {"seconds": v[0], "peak_mb": v[1], "raised_mb": v[2]} for k, v in phases.items()}}, alpha, sparse
+    row = {"ranks": ranks, "sparse_seconds": phases["sparse points"][0],
+           "sparse_raised_mb": phases["sparse points"][2], "peak_mb": peak,
+           "phases": {k: {"seconds": v[0], "peak_mb": v[1], "raised_mb": v[2]} for k, v in phases.items()}}
+    return row, alpha, sparse
 
 
 def main():

@@ -30,7 +30,7 @@ from pargap.fitting.scan import data_hash as file_data_hash
 from pargap.fitting.species import expand_models, species_order
 from pargap.fitting.structures import load_structures
 from pargap.fitting.weights import solve_weights
-from pargap.parallel import collective, on_root
+from pargap.parallel import collective
 from pargap.potential.charges import charge_rows, coulomb_matrix
 from pargap.potential.potential import Potential
 

@@ -2,9 +2,9 @@
 
 gap_fit (gp_fit.f95, before any sparse method): hash_i = sum_d |x_di|; sort by hash; of two
 neighbours in that order whose hashes differ by less than 1e-10 and whose components all differ
-by less than 1e-10, drop the first. Here the order is (hash ascending, global number descending), a deterministic
-stand-in for gap_fit's unstable heapsort, so that of bit-identical descriptors the one with the
-lowest global number stays.
+by less than 1e-10, drop the first. Here the order is (hash ascending, global number
+descending), a deterministic stand-in for gap_fit's unstable heapsort, so that of bit-identical
+descriptors the one with the lowest global number stays.
 
 Distributed without gathering the descriptors: hashes are binned (width ``BIN``); each bin's
 records (hash, number, rank) go to one rank, with those within the tolerance of a bin edge also
