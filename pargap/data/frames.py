@@ -9,6 +9,7 @@ absolute; atoms with ``force_mask`` true have no force rows.
 Units: eV, Angstrom, eV/Angstrom; virial in eV. Serial code; MPI is in :mod:`pargap.fitting.fit`.
 """
 
+import hashlib
 import io
 import math
 import os
@@ -67,10 +68,13 @@ class Structure:
 
 @dataclass(frozen=True)
 class FrameIndex:
-    """Where each frame of a file is: byte offsets (None for non-XYZ formats) and atom counts."""
+    """Where each frame of a file is: byte offsets (None for non-XYZ formats) and atom counts.
+
+    offsets is indexed by frame number: a sequence of all of them, or a dict holding only some
+    (those a rank reads, and the start of the frame after each); n_atoms holds every frame's."""
 
     path: str
-    offsets: tuple | None
+    offsets: tuple | dict | None
     n_atoms: tuple
 
     def __len__(self):
@@ -79,29 +83,45 @@ class FrameIndex:
 
 def scan_frames(path):
     """Index the frames of a file without parsing them (extended XYZ: line counting only)."""
+    check_file(path)
+    if not path.lower().endswith(XYZ_SUFFIXES):
+        frames = _read_with_ase(path, ":")
+        return FrameIndex(path, None, tuple(len(a) for a in frames))
+    offsets, counts, _ = scan_range(path, 0)
+    if not counts:
+        raise InputError("file has no structures", file=path)
+    return FrameIndex(path, tuple(offsets), tuple(counts))
+
+
+def check_file(path):
+    """InputError unless path is an existing, non-empty file."""
     if not os.path.exists(path):
         raise InputError("no such file", file=path)
     if os.path.getsize(path) == 0:
         raise InputError("file is empty: no structures", file=path)
-    if not path.lower().endswith(XYZ_SUFFIXES):
-        frames = _read_with_ase(path, ":")
-        return FrameIndex(path, None, tuple(len(a) for a in frames))
+
+
+def scan_range(path, start, stop=None, first=0):
+    """The frames of an extended XYZ file that start in bytes [start, stop) (stop None: to the
+    end), ``start`` being a frame start -> (offsets, atom counts, end): ``end`` is where the next
+    frame starts (or the file's size). ``first`` numbers the first frame in messages."""
     offsets, counts = [], []
     with open(path, "rb") as fh:
-        frame = 0
+        fh.seek(start)
+        frame = first
         while True:
-            start = fh.tell()
+            here = fh.tell()
             line = fh.readline()
-            if not line:
-                break
-            if not line.strip():
+            if line and not line.strip():
                 continue  # blank lines between frames
+            if not line or (stop is not None and here >= stop):
+                return offsets, counts, here
             try:
                 n = int(line.split()[0])
                 if n < 1 or len(line.split()) != 1:
                     raise ValueError
             except ValueError:
-                if frame > 0:  # the previous frame's atom count does not match its atom lines
+                if counts:  # the previous frame's atom count does not match its atom lines
                     raise InputError(
                         f"its atom count ({counts[-1]}) does not match its atom lines: the line after them, "
                         f"{line[:60].decode(errors='replace')!r}, is not the atom count of a next frame",
@@ -117,12 +137,42 @@ def scan_frames(path):
                         f"file ends inside this frame: it declares {n} atoms, found {max(k - 1, 0)}",
                         file=path, structure=frame,
                     )
-            offsets.append(start)
+            offsets.append(here)
             counts.append(n)
             frame += 1
-    if not counts:
-        raise InputError("file has no structures", file=path)
-    return FrameIndex(path, tuple(offsets), tuple(counts))
+
+
+def next_count_line(path, offset):
+    """Start of the first line at or after byte ``offset`` that could open a frame (a single
+    positive integer), or the file's size. A guess, for scanning a file in byte ranges: it must
+    be confirmed by the scan of the range before it."""
+    with open(path, "rb") as fh:
+        if offset > 0:
+            fh.seek(offset - 1)
+            fh.readline()  # to the start of the next line
+        while True:
+            here = fh.tell()
+            line = fh.readline()
+            if not line:
+                return here
+            words = line.split()
+            if len(words) == 1 and words[0].isdigit() and int(words[0]) > 0:
+                return here
+
+
+def block_digest(path, start, length):
+    """SHA-256 digest (32 bytes) of ``length`` bytes of a file from byte ``start``."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        left = length
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.digest()
 
 
 def _read_with_ase(source, index, path=None, structure=None):

@@ -25,11 +25,12 @@ import numpy as np
 
 from pargap.errors import InputError
 from pargap.fitting.models import descriptor_pools, select_models
-from pargap.fitting.output import file_hash, provenance
+from pargap.fitting.output import provenance
+from pargap.fitting.scan import data_hash as file_data_hash
 from pargap.fitting.species import expand_models, species_order
 from pargap.fitting.structures import load_structures
 from pargap.fitting.weights import solve_weights
-from pargap.parallel import collective, on_root
+from pargap.parallel import collective
 from pargap.potential.charges import charge_rows, coulomb_matrix
 from pargap.potential.potential import Potential
 
@@ -112,7 +113,7 @@ def fit_charges_only(settings, comm, log, timer, seed):
     every species, so that unknown species are still reported at prediction)."""
     with timer.phase("read"):
         structures, _ = load_structures(comm, settings, log, check_sigma=False)
-        data_hash = on_root(comm, file_hash, settings.at_file)
+        data_hash = file_data_hash(comm, settings.at_file)
         species = species_order(comm, structures)
     charge_models, info = fit_charge_models(settings, comm, log, timer, seed, structures)
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()

@@ -11,7 +11,6 @@ import dataclasses
 import numpy as np
 
 from pargap.baselines.core_potential import load_core
-from pargap.data.frames import scan_frames
 from pargap.data.local_property import property_offsets
 from pargap.errors import ConfigError, InputError
 from pargap.fitting.charges import fit_charge_models, fit_charges_only
@@ -19,8 +18,9 @@ from pargap.fitting.checkpoint import Stopped
 from pargap.fitting.e0 import compute_e0
 from pargap.fitting.linear_system import dump_linear_system
 from pargap.fitting.models import descriptor_pools, draw_seed, drop_empty, select_models
-from pargap.fitting.output import file_hash, provenance, variance_factor
+from pargap.fitting.output import provenance, variance_factor
 from pargap.fitting.rows import empty_rows, fill_rows
+from pargap.fitting.scan import data_hash as file_data_hash, index_frames
 from pargap.fitting.species import expand_models, species_order
 from pargap.fitting.structures import load_structures
 from pargap.fitting.weights import solve_weights
@@ -40,9 +40,9 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
                           "nothing to checkpoint")
 
     with timer.phase("read"):
-        index = on_root(comm, scan_frames, settings.at_file)
+        index = index_frames(comm, settings.at_file)
         structures, part = load_structures(comm, settings, log, index=index)
-        data_hash = on_root(comm, file_hash, settings.at_file)  # of the data as read
+        data_hash = file_data_hash(comm, settings.at_file)  # of the data as read
         species = species_order(comm, structures)
         e0 = collective(comm, compute_e0, comm, settings, structures, species, core)
         counts = comm.allreduce(np.array([
@@ -108,7 +108,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     if restart:
         with timer.phase("restart"):
             models, e0, seed, covered, n_structures, n_saved = saved.load_state(comm, restart, settings)
-            data_hash = on_root(comm, file_hash, settings.at_file)
+            data_hash = file_data_hash(comm, settings.at_file)
             made_from = on_root(comm, saved.saved_data_hash, restart)
 
             def same_data():  # the same verdict on every rank, raised as one error

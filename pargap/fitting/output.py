@@ -1,7 +1,6 @@
 """Phase write: what the potential file records about its fit, and the file written once."""
 
 import datetime
-import hashlib
 import os
 import platform
 import socket
@@ -13,15 +12,6 @@ from pargap.version import __version__
 STORE_COVARIANCE_MAX_M = 20000
 """Beyond this many sparse points the (M, M) factor for the predictive variance is not stored by
 default (store_covariance = true forces it: M^2 * 4 bytes on disk, the upper triangle)."""
-
-
-def file_hash(path):
-    """SHA-256 (hex) of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def provenance(comm, settings, seed, data_hash, **facts):

@@ -1,11 +1,12 @@
-"""Phase read: the training structures, indexed on rank 0, partitioned by cost and read by the
-ranks that own them (each rank reads only its own frames)."""
+"""Phase read: the training structures, indexed by all ranks (:mod:`pargap.fitting.scan`),
+partitioned by cost and read by the ranks that own them (each rank reads only its own frames)."""
 
 import numpy as np
 
-from pargap.data.frames import extract, read_frames, scan_frames
+from pargap.data.frames import extract, read_frames
 from pargap.descriptors.neighbours import neighbour_list
-from pargap.parallel import collective, on_root, partition_structures
+from pargap.fitting.scan import frames_for, index_frames
+from pargap.parallel import collective, partition_structures
 
 
 STRUCTURE_OVERHEAD = 30
@@ -21,7 +22,7 @@ def structure_cost(atoms, cutoff):
 
 
 def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
-    """Index the file on rank 0, partition, read and validate this rank's structures.
+    """Index the file (all ranks), partition, read and validate this rank's structures.
 
     A first partition by atom counts lets every rank read its share and count neighbour pairs;
     with more than one rank, the structures are then re-partitioned by that cost and each rank
@@ -29,7 +30,7 @@ def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
     indices, e.g. already in a checkpoint) are left out; ``index`` is the file's FrameIndex if
     already made."""
     path = settings.at_file
-    index = index or on_root(comm, scan_frames, path)
+    index = index or index_frames(comm, path)
     rank, size = comm.Get_rank(), comm.Get_size()
     skip = {int(i) for i in skip}
     todo = [i for i in range(len(index)) if i not in skip]  # partition positions -> file indices
@@ -40,7 +41,9 @@ def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
         atoms = read_frames(index, which)
         return {i: extract(a, i, settings, path, check_sigma) for a, i in zip(atoms, which)}
 
-    mine = collective(comm, read, [todo[j] for j in part.structures])
+    first = [todo[j] for j in part.structures]
+    index = frames_for(comm, index, first)
+    mine = collective(comm, read, first)
     if size > 1:
         position = {i: j for j, i in enumerate(todo)}
         costs = np.zeros(len(todo))
@@ -49,6 +52,7 @@ def load_structures(comm, settings, log, check_sigma=True, skip=(), index=None):
                 costs[position[i]] = c
         part = partition_structures(n_atoms, rank, size, costs)
         gained = [todo[j] for j in part.structures if todo[j] not in mine]
+        index = frames_for(comm, index, gained)
         mine.update(collective(comm, read, gained))
     left = f" ({len(skip)} already in the checkpoint)" if skip else ""
     log(f"{len(todo)} structures{left}, {sum(n_atoms)} atoms in {path}; {part.size} rank(s), "
