@@ -72,6 +72,19 @@ def test_convert_both_ways(potential, tmp_path):
     assert Potential.load(tmp_path / "back.h5").predict(si())["energy"] == potential.predict(si())["energy"]
 
 
+
+def test_convert_to_xml_notes_the_factor_without_reading_it(potential, tmp_path, monkeypatch, capsys):
+    """HDF5 with /gp -> XML: a note that variances stay in the HDF5 file; the (M, M) factor, which
+    the XML drops, is never read from disk."""
+    from pargap.cli.convert import main
+
+    M = sum(m.n_sparse for m in potential.models)
+    potential.factor, potential.sparse_jitter = np.eye(M), 1e-8
+    potential.save(tmp_path / "gp.h5")
+    monkeypatch.setattr(Potential, "factor", property(lambda self: pytest.fail("the GP factor was read")))
+    assert main([str(tmp_path / "gp.h5"), str(tmp_path / "gp.xml")]) == 0
+    assert "no place in GAP XML" in capsys.readouterr().out
+
 def broken(potential, tmp_path, edit):
     potential.save(tmp_path / "gp.xml")
     edit(tmp_path)
