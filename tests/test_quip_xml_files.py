@@ -258,3 +258,16 @@ def test_older_files_with_inline_sparse_points_and_one_e0(potential, tmp_path):
     p, q = potential.predict(si()), old.predict(si())
     assert p["energy"] == q["energy"]
     np.testing.assert_array_equal(p["forces"], q["forces"])
+
+
+@pytest.mark.parametrize("old, new", [('gap_version="1769700636"', 'gap_version="1400000000"'),
+                                      (' gap_version="1769700636"', "")])
+def test_soap_of_files_older_than_its_two_l_plus_one_factor_is_refused(potential, tmp_path, old, new):
+    """QUIP evaluates SOAP without the (2l+1)^-1/2 factor in such files: pargap would differ silently."""
+    def edit(folder):
+        xml = (folder / "gp.xml").read_text()
+        assert old in xml
+        (folder / "gp.xml").write_text(xml.replace(old, new))
+
+    msg = broken(potential, tmp_path, edit)
+    assert "gp.xml" in msg and "gap_version" in msg and "1423143769" in msg

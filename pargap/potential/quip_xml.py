@@ -47,7 +47,11 @@ from pargap.gp.model import Model
 
 GAP_VERSION = 1769700636
 """gap_version written: the one quippy-ase 0.10.3 (the current wheel) writes and reads. QUIP refuses
-a file newer than its code; SOAP needs >= 1423143769 for its (2l+1)^-1/2 factor, as pargap's."""
+a file newer than its code."""
+
+SOAP_TWO_L_PLUS_ONE = 1423143769
+"""QUIP's SOAP has pargap's (2l+1)^-1/2 factor only in files of this gap_version or newer (QUIP passes
+gap_version to the descriptor as xml_version; a file without one is version 0)."""
 
 COVARIANCE_TYPES = {"ard_se": 1, "dot_product": 2}
 
@@ -259,6 +263,12 @@ def read(path):
     models = [_read_coordinate(c, path) for c in sparse.iter("gpCoordinates")]
     if not models:
         raise InputError("<gpSparse> holds no <gpCoordinates>", file=path)
+    version = gap.get("gap_version", "0").strip() or "0"
+    if not version.isdigit():
+        raise InputError(f"<GAP_params gap_version={version!r}>: not an integer", file=path)
+    if any(m.descriptor.name == "soap" for m in models) and int(version) < SOAP_TWO_L_PLUS_ONE:
+        raise InputError(f"gap_version={version}: QUIP's SOAP of files older than {SOAP_TWO_L_PLUS_ONE} has no "
+                         "(2l+1)^-1/2 factor, pargap's has; pargap cannot evaluate this potential", file=path)
     used = set()
     for m in models:
         p = m.descriptor.params()
