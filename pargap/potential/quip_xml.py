@@ -420,14 +420,7 @@ def _read_sparse_x(element, path, where, M, D):
     name = element.get("sparseX_filename")
     if name is None:
         text = " ".join((p.text or "") for p in sorted(element.findall("sparseX"), key=lambda p: int(p.get("i"))))
-        try:
-            values = np.array(text.split(), dtype=float)
-        except ValueError as exc:
-            raise InputError(f"<sparseX> elements: not numbers ({exc})", file=where) from None
-        if values.size != M * D:
-            raise InputError(f"no sparseX_filename, and the <sparseX> elements hold {values.size} numbers, "
-                             f"not n_sparseX x dimensions = {M} x {D}", file=where)
-        return values.reshape(M, D)
+        return _points(text, M, D, "no sparseX_filename, and the <sparseX> elements", where)
     candidates = [os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(name)), name]
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
@@ -439,11 +432,17 @@ def _read_sparse_x(element, path, where, M, D):
     if md5 and hashlib.md5(data).hexdigest() != md5.strip():
         raise InputError(f"sparseX file {found}: md5 {hashlib.md5(data).hexdigest()} differs from the "
                          f"sparseX_md5sum {md5} in the XML (truncated or changed?)", file=where)
+    return _points(data, M, D, f"sparseX file {found}", where)
+
+
+def _points(text, M, D, source, where):
+    """The (M, D) array of the whitespace-separated numbers in ``text``; an error naming ``source``
+    if they are not numbers or not M x D of them (a truncated file)."""
     try:
-        values = np.array(data.split(), dtype=float)
+        values = np.array(text.split(), dtype=float)
     except ValueError as exc:
-        raise InputError(f"sparseX file {found}: not numbers ({exc})", file=where) from None
+        raise InputError(f"{source}: not numbers ({exc})", file=where) from None
     if values.size != M * D:
-        raise InputError(f"sparseX file {found} holds {values.size} numbers, expected n_sparseX x dimensions "
-                         f"= {M} x {D} (truncated?)", file=where)
+        raise InputError(f"{source}: {values.size} numbers, expected n_sparseX x dimensions = {M} x {D} "
+                         "(truncated?)", file=where)
     return values.reshape(M, D)
