@@ -63,6 +63,15 @@ def test_descriptor_strings_parse_back():
     assert options["central_reference_all_species"] == "F"
 
 
+
+def test_a_descriptor_setting_the_xml_cannot_carry_is_refused(monkeypatch):
+    """Every setting of a descriptor reaches the XML string, or the writer refuses."""
+    two = make_descriptor("distance_2b", cutoff=4.0, Z1=14, Z2=14)
+    monkeypatch.setattr(two, "params", lambda: {"cutoff": 4.0, "cutoff_transition_width": 0.5, "Z1": 14,
+                                                "Z2": 14, "exponent": 2})
+    with pytest.raises(PargapError, match="exponent"):
+        descriptor_string(two)
+
 def test_convert_both_ways(potential, tmp_path):
     potential.save(tmp_path / "gp.h5")
     for src, dst in (("gp.h5", "out/gp.xml"), ("out/gp.xml", "back.h5")):

@@ -99,6 +99,9 @@ def descriptor_string(descriptor):
             keys = tuple(k for k in keys if k != "species_Z")
     else:
         raise ConfigError(f"descriptor '{descriptor.name}' has no QUIP XML form in pargap")
+    unwritten = set(p) - set(keys) - {"species_Z"}
+    if unwritten:  # a setting QUIP would not see: its numbers would differ from pargap's
+        raise ConfigError(f"descriptor '{descriptor.name}': no QUIP XML form for {sorted(unwritten)}")
     return " ".join([descriptor.name] + [f"{k}={_quip_value(p[k])}" for k in keys])
 
 
