@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from pargap.cli.common import run
+from pargap.version import __version__
 
 
 def parser():
@@ -23,7 +24,7 @@ def parser():
     p.add_argument("input", help="potential to read (.h5 or .xml)")
     p.add_argument("output", help="potential to write (.xml: GAP XML plus one sparseX file per model beside "
                    "it; else HDF5)")
-    p.add_argument("--version", action="version", version=f"pargap {__import__('pargap').__version__}")
+    p.add_argument("--version", action="version", version=f"pargap {__version__}")
     return p
 
 
