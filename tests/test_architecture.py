@@ -208,12 +208,14 @@ def test_relative_imports_and_module_aliases_are_seen(monkeypatch, tmp_path):
         with pytest.raises(AssertionError):
             check()
 
-def test_calculator_loads_no_mpi_solver_or_fitting_code(tmp_path, rng):
-    """`from pargap import GAPCalculator`, energy and forces from a potential file: in a fresh
-    interpreter, neither mpi4py nor any fitting, selection, checkpoint or solver module is loaded."""
+@pytest.mark.parametrize("name", ["p.h5", "p.xml"])
+def test_calculator_loads_no_mpi_solver_or_fitting_code(tmp_path, rng, name):
+    """`from pargap import GAPCalculator`, energy and forces from a potential file (HDF5 or GAP XML):
+    in a fresh interpreter, neither mpi4py nor any fitting, selection, checkpoint or solver module
+    is loaded."""
     from pargap.potential.potential import Potential
 
-    path = tmp_path / "p.h5"
+    path = tmp_path / name
     Potential([random_model(rng, 14, 14), random_model(rng, 14, 6)], {14: -1.5, 6: -2.25}).save(path)
     script = textwrap.dedent(f"""
         import sys
