@@ -177,7 +177,7 @@ def save(potential, path, label=None):
 
 def _write_temp(folder, text):
     fd, tmp = tempfile.mkstemp(prefix=".pargap-", suffix=".xml.tmp", dir=folder)
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:  # XML without a declaration is UTF-8
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
