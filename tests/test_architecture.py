@@ -51,19 +51,31 @@ def part_of(module):
     return module.split(".")[1] if "." in module else ""
 
 
+def absolute(module, node):
+    """The module an ``from X import ...`` node names, relative ones (``from .x``) made absolute."""
+    if node.level == 0:
+        return node.module
+    package = module.split(".")
+    if MODULES[module].name != "__init__.py":
+        package = package[:-1]
+    package = package[:len(package) - node.level + 1]
+    return ".".join(package + ([node.module] if node.module else []))
+
+
 def imports(module):
     """[(imported module, names taken from it, line)] of a module, at any depth (lazy ones too)."""
     found = []
     for node in ast.walk(ast.parse(MODULES[module].read_text())):
         if isinstance(node, ast.Import):
             found += [(a.name, (), node.lineno) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+        elif isinstance(node, ast.ImportFrom):
+            source = absolute(module, node)
             names = [a.name for a in node.names]
-            submodules = [f"{node.module}.{n}" for n in names if f"{node.module}.{n}" in MODULES]
+            submodules = [f"{source}.{n}" for n in names if f"{source}.{n}" in MODULES]
             found += [(s, (), node.lineno) for s in submodules]
-            others = tuple(n for n in names if f"{node.module}.{n}" not in MODULES)
+            others = tuple(n for n in names if f"{source}.{n}" not in MODULES)
             if others or not submodules:
-                found.append((node.module, others, node.lineno))
+                found.append((source, others, node.lineno))
     return found
 
 
@@ -151,8 +163,11 @@ def _module_aliases(module):
     """Names under which ``module`` binds other pargap modules (``from pargap.x import y as z``)."""
     aliases = set()
     for node in ast.walk(ast.parse(MODULES[module].read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pargap"):
-            aliases |= {a.asname or a.name for a in node.names if f"{node.module}.{a.name}" in MODULES}
+        if isinstance(node, ast.ImportFrom):
+            source = absolute(module, node)
+            aliases |= {a.asname or a.name for a in node.names if f"{source}.{a.name}" in MODULES}
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname for a in node.names if a.asname and a.name in MODULES}
     return aliases
 
 
@@ -181,12 +196,26 @@ def test_the_contract_test_can_fail(monkeypatch):
             check()
 
 
-def test_calculator_loads_no_mpi_solver_or_fitting_code(tmp_path, rng):
-    """`from pargap import GAPCalculator`, energy and forces from a potential file: in a fresh
-    interpreter, neither mpi4py nor any fitting, selection, checkpoint or solver module is loaded."""
+
+def test_relative_imports_and_module_aliases_are_seen(monkeypatch, tmp_path):
+    """A planted module that goes up a layer with a relative import and takes a _name through
+    ``import pargap.x as y`` fails the checks, as the absolute spellings do."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("from ..fitting import fit\nimport pargap.gp.kernels as k\nk._private\n")
+    monkeypatch.setitem(MODULES, "pargap.potential.bad", bad)
+    assert ("pargap.fitting.fit", (), 1) in imports("pargap.potential.bad")
+    for check in (test_layers_import_only_downwards, test_what_parts_never_import, test_private_names_stay_private):
+        with pytest.raises(AssertionError):
+            check()
+
+@pytest.mark.parametrize("name", ["p.h5", "p.xml"])
+def test_calculator_loads_no_mpi_solver_or_fitting_code(tmp_path, rng, name):
+    """`from pargap import GAPCalculator`, energy and forces from a potential file (HDF5 or GAP XML):
+    in a fresh interpreter, neither mpi4py nor any fitting, selection, checkpoint or solver module
+    is loaded."""
     from pargap.potential.potential import Potential
 
-    path = tmp_path / "p.h5"
+    path = tmp_path / name
     Potential([random_model(rng, 14, 14), random_model(rng, 14, 6)], {14: -1.5, 6: -2.25}).save(path)
     script = textwrap.dedent(f"""
         import sys

@@ -63,6 +63,15 @@ def test_descriptor_strings_parse_back():
     assert options["central_reference_all_species"] == "F"
 
 
+
+def test_a_descriptor_setting_the_xml_cannot_carry_is_refused(monkeypatch):
+    """Every setting of a descriptor reaches the XML string, or the writer refuses."""
+    two = make_descriptor("distance_2b", cutoff=4.0, Z1=14, Z2=14)
+    monkeypatch.setattr(two, "params", lambda: {"cutoff": 4.0, "cutoff_transition_width": 0.5, "Z1": 14,
+                                                "Z2": 14, "exponent": 2})
+    with pytest.raises(PargapError, match="exponent"):
+        descriptor_string(two)
+
 def test_convert_both_ways(potential, tmp_path):
     potential.save(tmp_path / "gp.h5")
     for src, dst in (("gp.h5", "out/gp.xml"), ("out/gp.xml", "back.h5")):
@@ -71,6 +80,19 @@ def test_convert_both_ways(potential, tmp_path):
         assert proc.returncode == 0, proc.stderr
     assert Potential.load(tmp_path / "back.h5").predict(si())["energy"] == potential.predict(si())["energy"]
 
+
+
+def test_convert_to_xml_notes_the_factor_without_reading_it(potential, tmp_path, monkeypatch, capsys):
+    """HDF5 with /gp -> XML: a note that variances stay in the HDF5 file; the (M, M) factor, which
+    the XML drops, is never read from disk."""
+    from pargap.cli.convert import main
+
+    M = sum(m.n_sparse for m in potential.models)
+    potential.factor, potential.sparse_jitter = np.eye(M), 1e-8
+    potential.save(tmp_path / "gp.h5")
+    monkeypatch.setattr(Potential, "factor", property(lambda self: pytest.fail("the GP factor was read")))
+    assert main([str(tmp_path / "gp.h5"), str(tmp_path / "gp.xml")]) == 0
+    assert "no place in GAP XML" in capsys.readouterr().out
 
 def broken(potential, tmp_path, edit):
     potential.save(tmp_path / "gp.xml")
@@ -245,3 +267,16 @@ def test_older_files_with_inline_sparse_points_and_one_e0(potential, tmp_path):
     p, q = potential.predict(si()), old.predict(si())
     assert p["energy"] == q["energy"]
     np.testing.assert_array_equal(p["forces"], q["forces"])
+
+
+@pytest.mark.parametrize("old, new", [('gap_version="1769700636"', 'gap_version="1400000000"'),
+                                      (' gap_version="1769700636"', "")])
+def test_soap_of_files_older_than_its_two_l_plus_one_factor_is_refused(potential, tmp_path, old, new):
+    """QUIP evaluates SOAP without the (2l+1)^-1/2 factor in such files: pargap would differ silently."""
+    def edit(folder):
+        xml = (folder / "gp.xml").read_text()
+        assert old in xml
+        (folder / "gp.xml").write_text(xml.replace(old, new))
+
+    msg = broken(potential, tmp_path, edit)
+    assert "gp.xml" in msg and "gap_version" in msg and "1423143769" in msg

@@ -13,8 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("pargap", "tests", "examples", "bench", "bin")
-# spelled in two pieces so that this file does not match itself
-OUTSIDE = ("../" + "shared", "shared" + "/data")
+# spelled with escapes so that this file does not match itself; a quoted shared catches
+# parents[2] / (quoted shared) too
+OUTSIDE = ("..\x2fshared", "shared\x2fdata", "\x22shared\x22", "\x27shared\x27", "\x2fwork\x2f")
 TEXT = {"", ".py", ".sh", ".md", ".toml", ".txt", ".cfg", ".ini", ".yaml", ".yml", ".json"}
 SKIP = {".venv", "__pycache__", "cache"}
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from pargap.cli.common import run
+from pargap.version import __version__
 
 
 def parser():
@@ -23,7 +24,7 @@ def parser():
     p.add_argument("input", help="potential to read (.h5 or .xml)")
     p.add_argument("output", help="potential to write (.xml: GAP XML plus one sparseX file per model beside "
                    "it; else HDF5)")
-    p.add_argument("--version", action="version", version=f"pargap {__import__('pargap').__version__}")
+    p.add_argument("--version", action="version", version=f"pargap {__version__}")
     return p
 
 
@@ -34,8 +35,14 @@ def main(argv=None):
         from pargap.potential.potential import Potential, is_quip_xml
 
         potential = Potential.load(args.input)
+        has_factor = False  # whether the input holds /gp; never read its M x M factor only to drop it
+        if not is_quip_xml(args.input):
+            import h5py
+
+            with h5py.File(args.input, "r") as f:
+                has_factor = "gp" in f
         label = potential.save(args.output)
-        if is_quip_xml(args.output) and potential.factor is not None:
+        if is_quip_xml(args.output) and has_factor:
             print("note: the GP factor (/gp, predictive variances) has no place in GAP XML; keep the HDF5 file "
                   "for variances", flush=True)
         models = ", ".join(f"{m.descriptor.name} ({m.n_sparse})" for m in potential.models)

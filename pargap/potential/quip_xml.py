@@ -47,7 +47,11 @@ from pargap.gp.model import Model
 
 GAP_VERSION = 1769700636
 """gap_version written: the one quippy-ase 0.10.3 (the current wheel) writes and reads. QUIP refuses
-a file newer than its code; SOAP needs >= 1423143769 for its (2l+1)^-1/2 factor, as pargap's."""
+a file newer than its code."""
+
+SOAP_TWO_L_PLUS_ONE = 1423143769
+"""QUIP's SOAP has pargap's (2l+1)^-1/2 factor only in files of this gap_version or newer (QUIP passes
+gap_version to the descriptor as xml_version; a file without one is version 0)."""
 
 COVARIANCE_TYPES = {"ard_se": 1, "dot_product": 2}
 
@@ -95,6 +99,9 @@ def descriptor_string(descriptor):
             keys = tuple(k for k in keys if k != "species_Z")
     else:
         raise ConfigError(f"descriptor '{descriptor.name}' has no QUIP XML form in pargap")
+    unwritten = set(p) - set(keys) - {"species_Z"}
+    if unwritten:  # a setting QUIP would not see: its numbers would differ from pargap's
+        raise ConfigError(f"descriptor '{descriptor.name}': no QUIP XML form for {sorted(unwritten)}")
     return " ".join([descriptor.name] + [f"{k}={_quip_value(p[k])}" for k in keys])
 
 
@@ -170,7 +177,7 @@ def save(potential, path, label=None):
 
 def _write_temp(folder, text):
     fd, tmp = tempfile.mkstemp(prefix=".pargap-", suffix=".xml.tmp", dir=folder)
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:  # XML without a declaration is UTF-8
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
@@ -259,6 +266,12 @@ def read(path):
     models = [_read_coordinate(c, path) for c in sparse.iter("gpCoordinates")]
     if not models:
         raise InputError("<gpSparse> holds no <gpCoordinates>", file=path)
+    version = gap.get("gap_version", "0").strip() or "0"
+    if not version.isdigit():
+        raise InputError(f"<GAP_params gap_version={version!r}>: not an integer", file=path)
+    if any(m.descriptor.name == "soap" for m in models) and int(version) < SOAP_TWO_L_PLUS_ONE:
+        raise InputError(f"gap_version={version}: QUIP's SOAP of files older than {SOAP_TWO_L_PLUS_ONE} has no "
+                         "(2l+1)^-1/2 factor, pargap's has; pargap cannot evaluate this potential", file=path)
     used = set()
     for m in models:
         p = m.descriptor.params()
@@ -410,14 +423,7 @@ def _read_sparse_x(element, path, where, M, D):
     name = element.get("sparseX_filename")
     if name is None:
         text = " ".join((p.text or "") for p in sorted(element.findall("sparseX"), key=lambda p: int(p.get("i"))))
-        try:
-            values = np.array(text.split(), dtype=float)
-        except ValueError as exc:
-            raise InputError(f"<sparseX> elements: not numbers ({exc})", file=where) from None
-        if values.size != M * D:
-            raise InputError(f"no sparseX_filename, and the <sparseX> elements hold {values.size} numbers, "
-                             f"not n_sparseX x dimensions = {M} x {D}", file=where)
-        return values.reshape(M, D)
+        return _points(text, M, D, "no sparseX_filename, and the <sparseX> elements", where)
     candidates = [os.path.join(os.path.dirname(os.path.abspath(path)), os.path.basename(name)), name]
     found = next((c for c in candidates if os.path.isfile(c)), None)
     if found is None:
@@ -429,11 +435,17 @@ def _read_sparse_x(element, path, where, M, D):
     if md5 and hashlib.md5(data).hexdigest() != md5.strip():
         raise InputError(f"sparseX file {found}: md5 {hashlib.md5(data).hexdigest()} differs from the "
                          f"sparseX_md5sum {md5} in the XML (truncated or changed?)", file=where)
+    return _points(data, M, D, f"sparseX file {found}", where)
+
+
+def _points(text, M, D, source, where):
+    """The (M, D) array of the whitespace-separated numbers in ``text``; an error naming ``source``
+    if they are not numbers or not M x D of them (a truncated file)."""
     try:
-        values = np.array(data.split(), dtype=float)
+        values = np.array(text.split(), dtype=float)
     except ValueError as exc:
-        raise InputError(f"sparseX file {found}: not numbers ({exc})", file=where) from None
+        raise InputError(f"{source}: not numbers ({exc})", file=where) from None
     if values.size != M * D:
-        raise InputError(f"sparseX file {found} holds {values.size} numbers, expected n_sparseX x dimensions "
-                         f"= {M} x {D} (truncated?)", file=where)
+        raise InputError(f"{source}: {values.size} numbers, expected n_sparseX x dimensions = {M} x {D} "
+                         "(truncated?)", file=where)
     return values.reshape(M, D)
