@@ -19,6 +19,7 @@ import sys
 import numpy as np
 
 from pargap.cli.common import EXIT_ERROR, EXIT_USAGE, run, start_mpi
+from pargap.version import __version__
 
 DEFAULT_SOAP = "l_max=6 n_max=8 cutoff=5.0 atom_sigma=0.5 zeta=2"
 FIT_ONLY_KEYS = ("delta", "n_sparse", "sparse_method", "add_species", "f0", "covariance_sigma0")
@@ -52,7 +53,7 @@ def parser():
     p.add_argument("--tile", type=int, default=100,
                    help="tile size in structures (default 100; memory ~ (tile x atoms)^2 x 8 bytes)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("--version", action="version", version=f"pargap {__import__('pargap').__version__}")
+    p.add_argument("--version", action="version", version=f"pargap {__version__}")
     return p
 
 

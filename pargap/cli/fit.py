@@ -11,6 +11,7 @@ import sys
 from pargap.cli.common import EXIT_ERROR, run, start_mpi
 from pargap.errors import ConfigError
 from pargap.settings.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
+from pargap.version import __version__
 
 
 def parser():
@@ -54,7 +55,7 @@ def parser():
     p.add_argument("--validation", metavar="FILE|FRACTION",
                    help="for --learning-curve: labelled structures, or a fraction of at_file to hold out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    p.add_argument("--version", action="version", version=f"pargap {__import__('pargap').__version__}")
+    p.add_argument("--version", action="version", version=f"pargap {__version__}")
     return p
 
 
