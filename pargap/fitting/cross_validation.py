@@ -103,11 +103,12 @@ def split_groups(comm, n_groups):
     return comm.Split(group, rank), group, n_groups
 
 
-def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None, subset=None):
+def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None, subset=None, index=None):
     """K-fold CV errors of each FitSettings in ``candidates`` (all with the same at_file).
 
     subset: structure indices to use (default all; successive halving passes growing subsets);
-    n_groups: groups of ranks fitting jobs at once (default: one per rank, at most one per job).
+    n_groups: groups of ranks fitting jobs at once (default: one per rank, at most one per job);
+    index: the training file's FrameIndex, if already made.
     Returns, on every rank, one list of K FoldResults per candidate (a failed fit is recorded with
     its message, not raised)."""
     import time
@@ -124,9 +125,11 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
                           "training file; use another sparse_method")
 
     def plan():
-        index = scan_frames(first.at_file)
-        os.makedirs(folder, exist_ok=True)
-        return index
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise PargapError(f"cross-validation: cannot create {folder}: {exc}") from None
+        return index or scan_frames(first.at_file)
 
     index = on_root(comm, plan)
     # the isolated atoms (if any candidate takes e0 from them) are never held out

@@ -222,7 +222,7 @@ def tune(settings, search, comm, log, k=5, folder=None, n_groups=None):
         n = len(index) if which is None else len(which)
         log(f"tune: rung {rung}: {len(alive)} candidate(s), {k}-fold CV on {n} of {len(index)} structures")
         results = cross_validate([candidates[c] for c in alive], comm, log, k, search.seed, folder, n_groups,
-                                 which)
+                                 which, index)
         summaries = [summarise(r) for r in results]
         rung_scores = scores(summaries, search.score)
         for c, s, sc, folds in zip(alive, summaries, rung_scores, results):
