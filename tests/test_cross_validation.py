@@ -117,6 +117,13 @@ def test_search_is_reproducible_and_writes_the_report(lj_job, monkeypatch, capsy
     assert best.gap[0].theta_uniform == pytest.approx(
         0.3 if chosen["candidate"] == "0" else float(chosen["settings"].split("theta_uniform=")[1].split()[0]))
     assert (lj_job / "a" / "cv_best.png").stat().st_size > 1000
+    # the fold fits are kept: a search run again refits only the ones it lacks, to the same table
+    kept = sorted((lj_job / "a" / "fold_fits").glob("*.json"))
+    assert len(kept) == 3 * 3
+    kept[0].unlink()
+    assert tune_main(["s.toml", "--cv", "3", "--search", "search.toml", "--out", "a"]) == 0
+    assert "8 of 9 fold fits found" in capsys.readouterr().out
+    assert read_table(lj_job / "a" / "cv_table.csv") == first and kept[0].exists()
 
 
 def test_mpirun_tune_matches_serial(lj_job, monkeypatch):

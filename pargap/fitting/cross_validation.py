@@ -19,7 +19,8 @@ at most one per job.
 
 Each group's root copies the training and held-out structures of a job to files in ``folder``
 (removed after the job), fits with :func:`pargap.fitting.fit.fit` and evaluates the potential in
-memory; nothing else is written.
+memory. The errors of each finished fold fit are kept in ``folder/fold_fits`` (:data:`CACHE`), so a
+search run again refits only what it lacks.
 """
 
 import dataclasses
@@ -114,6 +115,7 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
     import time
 
     from pargap.data.frames import scan_frames
+    from pargap.fitting.fit import file_hash
     from pargap.fitting.learning_curve import copy_frames
     from pargap.parallel import collective, on_root
 
@@ -135,7 +137,14 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
     # the isolated atoms (if any candidate takes e0 from them) are never held out
     always = sorted({i for c in candidates for i in isolated_atoms(c, index)})
     folds = collective(comm, assign_folds, len(index), k, seed, always, subset)
-    jobs = [(c, f) for c in range(len(candidates)) for f in range(k)]
+    trains = [sorted(set(training_part(len(index), folds, f, subset)) | set(always)) for f in range(k)]
+    data_hash = on_root(comm, file_hash, first.at_file)
+    keys = {(c, f): job_key(candidates[c], trains[f], folds[f], data_hash)
+            for c in range(len(candidates)) for f in range(k)}
+    done = on_root(comm, lambda: {job: r for job, key in keys.items() if (r := read_cached(folder, key))})
+    jobs = [job for job in keys if job not in done]
+    if done:
+        log(f"cross-validation: {len(done)} of {len(keys)} fold fits found in {os.path.join(folder, CACHE)}")
     n_groups = comm.Get_size() if n_groups is None else n_groups
     group_comm, group, n_groups = split_groups(comm, min(n_groups, len(jobs)))
     group_root = group_comm.Get_rank() == 0
@@ -145,19 +154,20 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
         def run_jobs():
             for c, f in jobs[group::n_groups]:
                 begin = time.perf_counter()
-                train = training_part(len(index), folds, f, subset)
-                train = sorted(set(train) | set(always))
                 try:
-                    errors = fold_errors(candidates[c], group_comm, index, train, folds[f], folder, group,
+                    errors = fold_errors(candidates[c], group_comm, index, trains[f], folds[f], folder, group,
                                          copy_frames)
                     failure = None
                 except PargapError as exc:
                     errors, failure = {}, str(exc)
-                result = FoldResult(c, f, len(train), len(folds[f]), errors, time.perf_counter() - begin,
+                result = FoldResult(c, f, len(trains[f]), len(folds[f]), errors, time.perf_counter() - begin,
                                     failure)
                 mine.append(result)
-                if group_root and not log.quiet:
-                    print("[pargap] " + describe(result), flush=True)
+                if group_root:
+                    if not failure:
+                        write_cached(folder, keys[c, f], result)
+                    if not log.quiet:
+                        print("[pargap] " + describe(result), flush=True)
 
         collective(comm, run_jobs)
     finally:
@@ -165,10 +175,54 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
             group_comm.Free()
     gathered = comm.allgather(mine if group_root else [])
     results = [[None] * k for _ in candidates]
+    for (c, f), r in done.items():
+        results[c][f] = dataclasses.replace(r, candidate=c, fold=f)
     for part in gathered:
         for r in part:
             results[r.candidate][r.fold] = r
     return results
+
+
+CACHE = "fold_fits"
+"""Sub-folder of a search's output folder with one JSON file per finished fold fit, named by
+:func:`job_key`: a search run again (stopped, extended by candidates, or a halving rung at the
+full data) refits only what it lacks."""
+
+
+def job_key(settings, train, test, data_hash):
+    """SHA-256 of what a fold fit's errors depend on: the settings (but gp_file), the fitted and the
+    held-out structure indices, and the training file's SHA-256."""
+    import hashlib
+    import json
+
+    text = dataclasses.replace(settings, gp_file="").to_toml()
+    payload = json.dumps([text, list(map(int, train)), list(map(int, test)), data_hash])
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def read_cached(folder, key):
+    """The FoldResult stored under ``key``, or None."""
+    import json
+
+    try:
+        with open(os.path.join(folder, CACHE, key + ".json")) as fh:
+            return FoldResult(**json.load(fh))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def write_cached(folder, key, result):
+    """Store a finished fold fit's result (atomically: a stopped search leaves no half file)."""
+    import json
+
+    path = os.path.join(folder, CACHE, key + ".json")
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as fh:
+            json.dump(dataclasses.asdict(result), fh)
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass  # a cache that cannot be written costs a refit later, nothing else
 
 
 def describe(result):
