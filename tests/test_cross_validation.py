@@ -14,7 +14,7 @@ from pargap.cli.tune import main as tune_main
 from pargap.errors import ConfigError
 from pargap.fitting.cross_validation import assign_folds, cross_validate, summarise, training_part
 from pargap.fitting.fit import fit
-from pargap.fitting.fit import load_structures
+from pargap.fitting.structures import load_structures
 from pargap.fitting.tune import apply_candidate, draw_candidates, search_from_dict
 from pargap.parallel import SerialComm
 from pargap.progress import Log

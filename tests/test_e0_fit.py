@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from ase import Atoms
 
-from pargap.fitting.fit import compute_e0, composition_varies, fit, fitted_e0
+from pargap.fitting.e0 import compute_e0, composition_varies, fitted_e0
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
 from pargap.progress import Log
 from pargap.settings.config import settings_from_dict
@@ -68,7 +69,7 @@ def test_fit_uses_fitted_e0_and_average_warns_on_varied_composition(rng, tmp_pat
     assert not any("warning" in line for line in lines)
     lines.clear()
     s = settings(tmp_path / "mols.xyz", "average")
-    from pargap.fitting.fit import load_structures
+    from pargap.fitting.structures import load_structures
 
     structures, _ = load_structures(comm, s, Capture(comm))
     e0 = compute_e0(comm, s, structures, sorted(E0), log=Capture(comm))

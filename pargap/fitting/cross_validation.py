@@ -115,7 +115,7 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
     import time
 
     from pargap.data.frames import scan_frames
-    from pargap.fitting.fit import file_hash
+    from pargap.fitting.output import file_hash
     from pargap.fitting.learning_curve import copy_frames
     from pargap.parallel import collective, on_root
 
@@ -240,7 +240,7 @@ def fold_errors(settings, comm, index, train, test, folder, tag, copy_frames):
     ('all' entry of :func:`pargap.analysis.evaluate.error_table`) on ``test``, on ``comm``."""
     from pargap.analysis.evaluate import comparisons, error_table
     from pargap.fitting.fit import fit
-    from pargap.fitting.fit import load_structures
+    from pargap.fitting.structures import load_structures
     from pargap.parallel import collective, on_root
     from pargap.progress import Log, PhaseTimer
 

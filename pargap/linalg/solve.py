@@ -35,17 +35,6 @@ class Solution:
     factor: np.ndarray | None = None  # (M, M) upper R with R^T R = A^T A, on rank 0 only (GP variance)
 
 
-def cholesky_factor(K_mm):
-    """Upper U with K_MM = U^T U (with the jitter already on the diagonal)."""
-    try:
-        return scipy.linalg.cholesky(K_mm, lower=False)
-    except np.linalg.LinAlgError:
-        raise PargapError(
-            "K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, more "
-            "distinct sparse points"
-        ) from None
-
-
 def _qr_in_place(block):
     """LAPACK dgeqrf of a block [A | b] (n, M+1), n > 0: R in the upper triangle of its first
     min(n, M+1) rows, reflectors below. A Fortran-ordered float64 block is factorised in place
@@ -58,8 +47,9 @@ def _qr_in_place(block):
     return qr
 
 
-def _r_of(block):
-    """R factor (k, M+1) of a block [A | b], k = min(rows, M+1) (see :func:`_qr_in_place`)."""
+def r_factor(block):
+    """R factor (k, M+1) of a block [A | b], k = min(rows, M+1) (see :func:`_qr_in_place`: a
+    Fortran-ordered block is destroyed)."""
     if block.shape[0] == 0:
         return np.zeros((0, block.shape[1]))
     return np.triu(_qr_in_place(block)[: min(block.shape)])
@@ -119,7 +109,7 @@ def serial_solve(A_nm, b, U):
 def serial_solve_block(block, U):
     """Serial solve of block = [Lambda^(-1/2) K_NM | Lambda^(-1/2) y] (N, M+1) (destroyed if
     Fortran-ordered), with the prior rows [U | 0]."""
-    solution = _back_substitute(_with_prior(_r_of(block), U), U.shape[0])
+    solution = _back_substitute(_with_prior(r_factor(block), U), U.shape[0])
     _warn_condition(solution)
     return solution
 
@@ -127,7 +117,7 @@ def serial_solve_block(block, U):
 def _with_prior(R, U):
     """R factor of [R ; U | 0]: the prior rows enter after the data rows are reduced, (M+1, M+1) at most."""
     M = U.shape[0]
-    return _r_of(np.vstack([R, np.column_stack([U, np.zeros(M)])]))
+    return r_factor(np.vstack([R, np.column_stack([U, np.zeros(M)])]))
 
 
 def solve_on_root(comm, solve):
@@ -158,29 +148,36 @@ def tsqr_solve_block(comm, block, U):
     the same Solution (alpha broadcast from rank 0). Beyond its block a rank holds a few
     (M+1) x (M+1) triangles while R factors are merged up the tree (sent as raw buffers)."""
     M = block.shape[1] - 1
+    R = reduce_triangles(comm, r_factor(block))
+    solution = solve_on_root(comm, lambda: _back_substitute(_with_prior(R, U), M))
+    if comm.Get_rank() == 0:
+        _warn_condition(solution)
+    return solution
+
+
+def reduce_triangles(comm, R):
+    """The TSQR tree: each rank's triangle R_p (k_p, M+1) of its rows -> the triangle of all the
+    ranks' rows on rank 0 (None on the others), merged pairwise up a binary tree (sent as raw
+    buffers). Collective."""
+    width = R.shape[1]
     rank, size = comm.Get_rank(), comm.Get_size()
-    R = _r_of(block)
     step = 1
     while step < size:
         if rank % (2 * step) == step:
             comm.send(R.shape, dest=rank - step, tag=2 * step)
             comm.Send(np.ascontiguousarray(R), dest=rank - step, tag=2 * step + 1)
-            R = None
-            break
+            return None
         if rank % (2 * step) == 0 and rank + step < size:
             shape = comm.recv(source=rank + step, tag=2 * step)
             other = np.empty(shape)
             comm.Recv(other, source=rank + step, tag=2 * step + 1)
-            stacked = np.empty((R.shape[0] + shape[0], M + 1), order="F")
+            stacked = np.empty((R.shape[0] + shape[0], width), order="F")
             stacked[: R.shape[0]] = R
             stacked[R.shape[0]:] = other
             del other
-            R = _r_of(stacked)
+            R = r_factor(stacked)
         step *= 2
-    solution = solve_on_root(comm, lambda: _back_substitute(_with_prior(R, U), M))
-    if rank == 0:
-        _warn_condition(solution)
-    return solution
+    return R
 
 
 TSQR_TRIANGLES = 6
@@ -202,14 +199,17 @@ def parse_bytes(text):
 
 
 def memory_per_rank(comm):
-    """Bytes of memory per rank, the smallest over the ranks: PARGAP_MEMORY_PER_RANK if set
-    (bytes, or with a K, M, G or T suffix), else MemAvailable of /proc/meminfo divided by the
-    ranks on this node (inf where /proc/meminfo cannot be read)."""
+    """Bytes of memory per rank, the smallest over the ranks (see :func:`node_memory_per_rank`)."""
+    return min(comm.allgather(node_memory_per_rank(_ranks_on_node(comm))))
+
+
+def node_memory_per_rank(ranks_on_node):
+    """Bytes of memory per rank on this node: PARGAP_MEMORY_PER_RANK if set (bytes, or with a K,
+    M, G or T suffix), else MemAvailable of /proc/meminfo divided by ``ranks_on_node`` (inf
+    where /proc/meminfo cannot be read)."""
     if os.environ.get("PARGAP_MEMORY_PER_RANK"):
-        mine = parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
-    else:
-        mine = available_memory() / _ranks_on_node(comm)
-    return min(comm.allgather(mine))
+        return parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
+    return available_memory() / ranks_on_node
 
 
 def available_memory():
@@ -234,13 +234,17 @@ def _ranks_on_node(comm):
 
 
 def choose_solver(comm, M, requested="auto"):
-    """(solver, reason): ``requested`` unless it is "auto"; then "tsqr" when its TSQR_TRIANGLES
-    (M+1)^2 float64 triangles take at most MEMORY_FRACTION of the memory per rank (measured after
-    the rows are built, so they are accounted for), "scalapack" otherwise."""
+    """(solver, reason): ``requested`` unless it is "auto"; then :func:`auto_solver` for the memory
+    per rank (measured after the rows are built, so they are accounted for)."""
     if requested != "auto":
         return requested, "as set (solver)"
+    return auto_solver(M, memory_per_rank(comm))
+
+
+def auto_solver(M, have):
+    """The "auto" rule -> (solver, reason): "tsqr" when its TSQR_TRIANGLES (M+1)^2 float64
+    triangles take at most MEMORY_FRACTION of ``have`` bytes per rank, "scalapack" otherwise."""
     need = TSQR_TRIANGLES * 8.0 * (M + 1) ** 2
-    have = memory_per_rank(comm)
     verdict = f"TSQR needs {_size(need)} beyond the rows on rank 0, {_size(have)} available per rank"
     if need <= MEMORY_FRACTION * have:
         return "tsqr", verdict
