@@ -161,5 +161,8 @@ def test_candidates_and_search_file_mistakes(lj_job, monkeypatch):
             search_from_dict(bad)
     with pytest.raises(ConfigError, match="gap_sigma"):
         apply_candidate(load_toml("s.toml"), {"gap.0.gap_sigma": 1.0})
+    assert tune_main(["s.toml", "--cv", "3", "--seed", "5", "-q", "--out", "plain"]) == 0  # no search
+    (row,) = read_table(lj_job / "plain" / "cv_table.csv")
+    assert row["settings"] == "(settings as given)" and float(row["score"]) == 1.0
     (lj_job / "bad.toml").write_text('method = "grid"\n[parameters]\n"gap.3.delta" = [1.0]\n')
     assert tune_main(["s.toml", "--search", "bad.toml", "-q"]) == 1

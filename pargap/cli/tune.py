@@ -5,6 +5,7 @@
 """
 
 import argparse
+import dataclasses
 import sys
 
 from pargap.cli.common import EXIT_ERROR, run, start_mpi
@@ -20,8 +21,11 @@ def parser():
         "The search file's format: docs/hyperparameters.md. Exit codes: 0 ok, 1 error, 2 usage, 3 internal.",
     )
     p.add_argument("config", metavar="SETTINGS.toml", help="the fit's settings (the training file is its at_file)")
-    p.add_argument("--search", required=True, metavar="SEARCH.toml", help="the search space and method")
+    p.add_argument("--search", metavar="SEARCH.toml",
+                   help="the search space and method (without it: the CV errors of the settings as given)")
     p.add_argument("--cv", type=int, default=5, metavar="K", help="number of folds (default 5)")
+    p.add_argument("--seed", type=int, metavar="N", help="seed of the folds, draws and subsamples (default: the "
+                   "search file's seed, or 0)")
     p.add_argument("--groups", type=int, metavar="G",
                    help="groups of ranks fitting different folds at once (default: one per rank; fewer "
                    "groups spread each fit's rows over more ranks, for fits too large for one rank)")
@@ -45,15 +49,18 @@ def main(argv=None):
         return EXIT_ERROR
 
     def body():
-        from pargap.fitting.tune import format_table, load_search, tune, write_report
+        from pargap.fitting.tune import Search, format_table, load_search, tune, write_report
         from pargap.parallel import collective, on_root
         from pargap.progress import Log
         from pargap.settings.config import load_toml
 
-        settings, search = collective(comm, lambda: (load_toml(args.config, args.set), load_search(args.search)))
+        settings, search = collective(comm, lambda: (load_toml(args.config, args.set),
+                                                     load_search(args.search) if args.search else Search(())))
+        if args.seed is not None:
+            search = dataclasses.replace(search, seed=args.seed)
         log = Log(comm, quiet=args.quiet)
         log(f"pargap-tune on {comm.Get_size()} rank(s): {settings.at_file}, {args.cv}-fold CV, "
-            f"search {args.search} ({search.method}, seed {search.seed})")
+            + (f"search {args.search} ({search.method}, seed {search.seed})" if args.search else "the settings as given"))
         result = tune(settings, search, comm, log, k=args.cv, folder=args.out, n_groups=args.groups)
         on_root(comm, write_report, result, settings, search, args.cv)
         if comm.Get_rank() == 0:

@@ -123,6 +123,8 @@ def draw_candidates(search):
 
     Grid (and halving over a grid of at most n_candidates): the product of the choices, in file
     order. Random (and halving otherwise): each parameter drawn independently (rng seeded with ``search.seed``); duplicates are kept out."""
+    if not search.parameters:  # no search: the settings as given
+        return [{}]
     has_ranges = any(isinstance(s, dict) for _, s in search.parameters)
     grid_size = math.prod(len(s) for _, s in search.parameters) if not has_ranges else math.inf
     out = [{}] if search.include_base else []
