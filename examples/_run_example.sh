@@ -9,8 +9,8 @@
 #   E_UNIT       meV/atom, or meV/molecule (per-atom MAE times the atoms per molecule)
 #   F_UNIT       eV/A or meV/A
 #   WHOLE_FILE   1: no split; fit.toml's train.xyz is the whole training file (hyperparameters chosen
-#                by 5-fold CV on it, search.toml; the README has the CV table); the summary gives
-#                the training error. TUNE=1 then first re-runs that search (pargap-tune, slow).
+#                by 5-fold CV on it, with search.toml if there is one; the README has the CV table);
+#                the summary gives the training error. TUNE=1 first re-runs that CV (pargap-tune, slow).
 # then call: run_example "$@"   (the optional argument is DATA_DIR, a folder holding SOURCE; by
 # default examples/fetch.py provides it from the repository). NPROC (default 2) sets the MPI ranks.
 
@@ -37,8 +37,10 @@ run_example() {
         cp "$train_file" "$here/validation.xyz"  # the summary below: the training error
         cd "$here"
         if [ "${TUNE:-0}" = 1 ]; then
-            echo "[example] $EXAMPLE: mpirun -n $nproc pargap-tune fit.toml --cv 5 --search search.toml --out tune"
-            mpirun -n "$nproc" pargap-tune fit.toml --cv 5 --search search.toml --out tune 2>&1 | tee tune.log
+            local search=()
+            [ -f search.toml ] && search=(--search search.toml)
+            echo "[example] $EXAMPLE: mpirun -n $nproc pargap-tune fit.toml --cv 5 --seed 1 ${search[*]} --out tune"
+            mpirun -n "$nproc" pargap-tune fit.toml --cv 5 --seed 1 "${search[@]}" --out tune 2>&1 | tee tune.log
         fi
     else
         python "$root/examples/split.py" "$train_file" "$here" "${SPLIT_ARGS[@]}"
