@@ -8,6 +8,9 @@
 #                where from (the published GAP where there is one)
 #   E_UNIT       meV/atom, or meV/molecule (per-atom MAE times the atoms per molecule)
 #   F_UNIT       eV/A or meV/A
+#   WHOLE_FILE   1: no split; fit.toml's train.xyz is the whole training file (hyperparameters chosen
+#                by 5-fold CV on it, with search.toml if there is one; the README has the CV table);
+#                the summary gives the training error. TUNE=1 first re-runs that CV (pargap-tune, slow).
 # then call: run_example "$@"   (the optional argument is DATA_DIR, a folder holding SOURCE; by
 # default examples/fetch.py provides it from the repository). NPROC (default 2) sets the MPI ranks.
 
@@ -29,8 +32,20 @@ run_example() {
     source "$root/bin/env.sh"
 
     train_file="$(python "$root/examples/fetch.py" "$SOURCE")"
-    python "$root/examples/split.py" "$train_file" "$here" "${SPLIT_ARGS[@]}"
-    cd "$here"
+    if [ "${WHOLE_FILE:-0}" = 1 ]; then
+        cp "$train_file" "$here/train.xyz"
+        cp "$train_file" "$here/validation.xyz"  # the summary below: the training error
+        cd "$here"
+        if [ "${TUNE:-0}" = 1 ]; then
+            local search=()
+            [ -f search.toml ] && search=(--search search.toml)
+            echo "[example] $EXAMPLE: mpirun -n $nproc pargap-tune fit.toml --cv 5 --seed 1 ${search[*]} --out tune"
+            mpirun -n "$nproc" pargap-tune fit.toml --cv 5 --seed 1 "${search[@]}" --out tune 2>&1 | tee tune.log
+        fi
+    else
+        python "$root/examples/split.py" "$train_file" "$here" "${SPLIT_ARGS[@]}"
+        cd "$here"
+    fi
     rm -f potential.h5
     echo "[example] $EXAMPLE: mpirun -n $nproc pargap-fit fit.toml   (log: $here/fit.log)"
     start=$SECONDS
@@ -53,7 +68,8 @@ summary = {"example": name, "n_train": n_train, "n_validation": len(val), "energ
            "published_note": note, "fit_wall_s": int(wall), "total_wall_s": int(total), "cores": int(nproc)}
 json.dump(summary, open("summary.json", "w"), indent=1)
 published = (f"published: {note}" if pub_e == "nan" else f"published {pub_e} {e_unit}, {pub_f} {f_unit} ({note})")
-print(f"[example] {name}: validation MAE E {e:.3g} {e_unit}, F {f:.3g} {f_unit} "
+kind = "training" if n_train == len(val) else "validation"  # WHOLE_FILE: the CV errors are in README.md
+print(f"[example] {name}: {kind} MAE E {e:.3g} {e_unit}, F {f:.3g} {f_unit} "
       f"(train {n_train}, validation {len(val)}) | {published} | fit {wall} s, total {total} s, {nproc} MPI ranks")
 EOF
 }

@@ -131,3 +131,21 @@ def test_stress_conversion_matches_the_ta_quickstart(tmp_path, monkeypatch):
                                        rtol=1e-9, atol=1e-9)
             checked += 1
     assert checked >= 10
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cross_validated_examples_fit_the_whole_file_and_have_a_valid_search(name):
+    """WHOLE_FILE=1 examples: hyperparameters by pargap-tune; its search file (if any) parses and
+    changes only settings that exist."""
+    from pargap.fitting.tune import apply_candidate, draw_candidates, load_search
+
+    text = (EXAMPLES / name / "run.sh").read_text()
+    if not re.search(r"^WHOLE_FILE=1", text, re.MULTILINE):
+        pytest.skip("split into training and validation parts")
+    assert "5-fold" in (EXAMPLES / name / "README.md").read_text()
+    search = EXAMPLES / name / "search.toml"
+    if search.is_file():
+        settings = load_toml(EXAMPLES / name / "fit.toml")
+        for overrides in draw_candidates(load_search(search)):
+            apply_candidate(settings, overrides)
+

@@ -37,7 +37,9 @@ DESCRIPTIONS = {
     "FitSettings.e0": "isolated-atom energy (eV): one number for all species, or `{Si = -158.54}` per element; "
                       "overrides e0_method",
     "FitSettings.e0_method": "where e0 comes from without `e0`: a one-atom structure with no neighbour per "
-                             "species (`isolated`) or the mean energy per atom (`average`)",
+                             "species (`isolated`), the mean energy per atom for every species (`average`, "
+                             "gap_fit's), or per species by least squares of the total energies on the "
+                             "species counts (`fit`; for data of varied composition)",
     "FitSettings.e0_offset": "added to the e0 of every species (eV)",
     "FitSettings.energy_parameter_name": "key of the total energy (eV); keys are matched case-insensitively",
     "FitSettings.force_parameter_name": "per-atom key of the forces (eV/A); `force` is tried when `forces` is absent",
@@ -149,7 +151,7 @@ ALLOWED = {
     "GapSettings.descriptor": config.DESCRIPTOR_NAMES,
     "GapSettings.covariance_type": config.KERNEL_NAMES,
     "GapSettings.sparse_method": config.SPARSE_METHODS,
-    "FitSettings.e0_method": getattr(config, "E0_METHODS", ("isolated", "average")),
+    "FitSettings.e0_method": config.E0_METHODS,
     "FitSettings.solver": config.SOLVERS,
     "FitSettings.verbosity": config.VERBOSITY,
 }

@@ -44,7 +44,7 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
         structures, part = load_structures(comm, settings, log, index=index)
         data_hash = file_data_hash(comm, settings.at_file)  # of the data as read
         species = species_order(comm, structures)
-        e0 = collective(comm, compute_e0, comm, settings, structures, species, core)
+        e0 = collective(comm, compute_e0, comm, settings, structures, species, core, log)
         counts = comm.allreduce(np.array([
             sum(s.energy is not None for s in structures),
             sum(int(np.isfinite(s.sigma_forces).sum()) for s in structures if s.forces is not None),  # unmasked

@@ -30,6 +30,7 @@ from pargap.errors import ConfigError
 SPARSE_METHODS = ("uniform", "random", "none", "index_file", "file", "cur_points", "farthest_point")
 KERNEL_NAMES = ("ard_se", "dot_product")
 SOLVERS = ("auto", "tsqr", "scalapack", "serial")  # auto: tsqr when its (M+1)^2 triangles fit in memory
+E0_METHODS = ("isolated", "average", "fit")
 
 # The descriptor settings each descriptor takes (besides the kernel and sparsification ones).
 DESCRIPTOR_KEYS = {
@@ -270,8 +271,8 @@ class FitSettings:
         for ct, sig in self.config_type_sigma.items():
             if len(sig) != 4:
                 raise ConfigError(f"config_type_sigma '{ct}' needs 4 values, got {len(sig)}")
-        if self.e0_method not in ("isolated", "average"):
-            raise ConfigError(f"e0_method must be 'isolated' or 'average', got '{self.e0_method}'")
+        if self.e0_method not in E0_METHODS:
+            raise ConfigError(f"e0_method must be one of {', '.join(E0_METHODS)}, got '{self.e0_method}'")
         if self.solver not in SOLVERS:
             raise ConfigError(f"solver must be one of {', '.join(SOLVERS)}, got '{self.solver}'")
         if self.solver == "scalapack" and self.store_covariance:
