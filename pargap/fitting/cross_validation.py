@@ -115,7 +115,7 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
     import time
 
     from pargap.data.frames import scan_frames
-    from pargap.fitting.output import file_hash
+    from pargap.fitting.scan import data_hash as file_data_hash
     from pargap.fitting.learning_curve import copy_frames
     from pargap.parallel import collective, on_root
 
@@ -138,7 +138,7 @@ def cross_validate(candidates, comm, log, k=5, seed=0, folder=".", n_groups=None
     always = sorted({i for c in candidates for i in isolated_atoms(c, index)})
     folds = collective(comm, assign_folds, len(index), k, seed, always, subset)
     trains = [sorted(set(training_part(len(index), folds, f, subset)) | set(always)) for f in range(k)]
-    data_hash = on_root(comm, file_hash, first.at_file)
+    data_hash = file_data_hash(comm, first.at_file)
     keys = {(c, f): job_key(candidates[c], trains[f], folds[f], data_hash)
             for c in range(len(candidates)) for f in range(k)}
     done = on_root(comm, lambda: {job: r for job, key in keys.items() if (r := read_cached(folder, key))})
