@@ -68,9 +68,10 @@ def _tpqrt(R, B, l):
         R[...] = r
 
 
-def packed_chunks(n, chunk=CHUNK):
+def packed_chunks(n, chunk=None):
     """Column ranges (j0, j1) whose packed upper parts (column j has j + 1 entries) hold at most
-    ``chunk`` entries each (one column may exceed it when j + 1 > chunk)."""
+    ``chunk`` entries each (default CHUNK; one column may exceed it when j + 1 > chunk)."""
+    chunk = chunk or CHUNK
     ranges, j0 = [], 0
     while j0 < n:
         j1, size = j0, 0
@@ -86,9 +87,10 @@ def _packed_size(j0, j1):
     return (j1 * (j1 + 1) - j0 * (j0 + 1)) // 2
 
 
-def send_triangle(comm, R, dest, tag, chunk=CHUNK):
-    """Send the upper triangle of R (n, n) to ``dest``, packed column by column in chunks."""
-    n = R.shape[0]
+def send_triangle(comm, R, dest, tag, chunk=None):
+    """Send the upper triangle of R (n, n) to ``dest``, packed column by column in chunks of at
+    most ``chunk`` entries (default CHUNK)."""
+    n, chunk = R.shape[0], chunk or CHUNK
     buffer = np.empty(min(chunk, n * (n + 1) // 2) if n else 0)
     for j0, j1 in packed_chunks(n, chunk):
         size = _packed_size(j0, j1)
@@ -100,10 +102,10 @@ def send_triangle(comm, R, dest, tag, chunk=CHUNK):
         comm.Send(part, dest=dest, tag=tag)
 
 
-def receive_triangle(comm, S, source, tag, chunk=CHUNK):
-    """Receive a triangle sent by :func:`send_triangle` into the upper part of S (n, n); the part
-    below the diagonal is left as it was (zero it first where it matters)."""
-    n = S.shape[0]
+def receive_triangle(comm, S, source, tag, chunk=None):
+    """Receive a triangle sent by :func:`send_triangle` (with the same ``chunk``) into the upper
+    part of S (n, n); the part below the diagonal is left as it was (zero it first where it matters)."""
+    n, chunk = S.shape[0], chunk or CHUNK
     buffer = np.empty(min(chunk, n * (n + 1) // 2) if n else 0)
     for j0, j1 in packed_chunks(n, chunk):
         size = _packed_size(j0, j1)
