@@ -35,7 +35,7 @@ import scipy.linalg.lapack
 
 from pargap.errors import PargapError
 from pargap.linalg import tsqr
-from pargap.linalg.solution import Solution, not_positive_definite, solve_triangle, warn_condition
+from pargap.linalg.solution import not_positive_definite, solve_triangle, warn_condition
 
 SOLVERS = ("tsqr", "scalapack", "serial")
 

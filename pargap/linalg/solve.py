@@ -19,9 +19,8 @@ import scipy.linalg
 
 from pargap.errors import PargapError
 from pargap.linalg.factor import RowFactor, factor_bytes
-from pargap.linalg.solution import Solution
 
-__all__ = ["Solution", "cholesky_factor", "serial_solve", "serial_solve_block", "tsqr_solve", "tsqr_solve_block",
+__all__ = ["cholesky_factor", "serial_solve", "serial_solve_block", "tsqr_solve", "tsqr_solve_block",
            "scalapack_solve", "solve_on_root", "choose_solver", "covariance_sparse_tile"]
 
 
