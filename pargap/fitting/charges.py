@@ -19,10 +19,19 @@ The data are read by :mod:`pargap.data.esp`; charges and the ESP are predicted b
 :func:`fit_charge_models` is the thin MPI driver called from :mod:`pargap.fitting.fit`.
 """
 
+import dataclasses
+
 import numpy as np
 
 from pargap.errors import InputError
+from pargap.fitting.models import descriptor_pools, select_models
+from pargap.fitting.output import file_hash, provenance
+from pargap.fitting.species import expand_models, species_order
+from pargap.fitting.structures import load_structures
+from pargap.fitting.weights import solve_weights
+from pargap.parallel import collective, on_root
 from pargap.potential.charges import charge_rows, coulomb_matrix
+from pargap.potential.potential import Potential
 
 
 def charge_covariance_rows(structures, models, file=None):
@@ -59,25 +68,11 @@ SEED_OFFSET = 1000
 """Charge model k draws its sparse points with seed rnd_seed + SEED_OFFSET + k."""
 
 
-def expand_charge_models(settings, species):
-    """(descriptor, kernel, settings, index) of every charge model after gap_fit's species expansion."""
-    from pargap.fitting.fit import expand_models
-
-    return expand_models(settings, species, settings.charge_gap)
-
-
 def fit_charge_models(settings, comm, log, timer, seed, structures=None):
     """Fit the charge models of ``settings.charge_gap`` on ``comm``'s ranks -> (models with alpha,
     {"charge_condition_estimate", "charge_n_rows"}). ``structures``: this rank's structures if
-    already read (else they are read and partitioned here). Every rank returns the same models."""
-    import scipy.linalg
-
-    from pargap.fitting.fit import descriptor_pools, load_structures, species_order
-    from pargap.gp.model import Model
-    from pargap.parallel import collective, on_root
-    from pargap.linalg.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
-    from pargap.fitting.sparsify import select_sparse
-
+    already read (else they are read and partitioned here). Every rank returns the same models.
+    The solve is TSQR (serial with solver = "serial"): charge models are small."""
     if not settings.charge_gap:
         return [], {}
     if structures is None:
@@ -97,65 +92,29 @@ def fit_charge_models(settings, comm, log, timer, seed, structures=None):
     collective(comm, check)
     charged = [s for s in structures if s.charges is not None]
     species = species_order(comm, charged)  # the species of the charge data, in file order
-    expanded = expand_charge_models(settings, species)
+    expanded = expand_models(settings, species, settings.charge_gap)
     with timer.phase("charges: sparse points"):
-        pools = descriptor_pools(charged, expanded)
-        models = []
-        for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
-            where = f"charge model {k} ({descriptor.name} " + " ".join(
-                f"{key}={value}" for key, value in descriptor.params().items() if key.startswith(("Z", "species"))) + ")"
-            x, w, _ = collective(comm, select_sparse, comm, pool, method=g.sparse_method, n_sparse=g.n_sparse,
-                                 seed=seed + SEED_OFFSET + k, sparse_file=g.sparse_file, where=where)
-            models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
-            log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
+        models = select_models(comm, expanded, descriptor_pools(charged, expanded), seed + SEED_OFFSET, log,
+                               name="charge model", print_sparse_index=False)
     with timer.phase("charges: rows"):
         block = collective(comm, charge_covariance_rows, charged, models, settings.at_file)
     n_total = comm.allreduce(block.shape[0])
     log(f"charge K_NM: {n_total} rows x {block.shape[1] - 1} sparse points")
     with timer.phase("charges: solve"):
-        U = collective(comm, lambda: cholesky_factor(scipy.linalg.block_diag(
-            *[m.covariance_sparse(settings.sparse_jitter) for m in models])) if comm.Get_rank() == 0 else None)
-        if settings.solver == "serial":
-            blocks = comm.gather(block, root=0)
-            solution = on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
-        else:
-            solution = tsqr_solve_block(comm, block, U)
+        solver = "serial" if settings.solver == "serial" else "tsqr"
+        solution = solve_weights(comm, block, models, settings.sparse_jitter, solver)
     log(f"charge model solved: condition estimate {solution.condition:.3e}, residual {solution.residual:.4e}")
-    start = 0
-    for m in models:
-        m.alpha = solution.alpha[start:start + m.n_sparse]
-        start += m.n_sparse
     return models, {"charge_condition_estimate": solution.condition, "charge_n_rows": int(n_total)}
 
 
 def fit_charges_only(settings, comm, log, timer, seed):
     """A fit with charge models and no energy model -> Potential (no energy models, e0 zero for
     every species, so that unknown species are still reported at prediction)."""
-    import dataclasses
-    import datetime
-    import os
-    import platform
-    import socket
-
-    from pargap import __version__
-    from pargap.fitting.fit import file_hash, load_structures, species_order
-    from pargap.parallel import on_root
-    from pargap.potential.potential import Potential
-
     with timer.phase("read"):
         structures, _ = load_structures(comm, settings, log, check_sigma=False)
         data_hash = on_root(comm, file_hash, settings.at_file)
         species = species_order(comm, structures)
     charge_models, info = fit_charge_models(settings, comm, log, timer, seed, structures)
-    provenance = {
-        "pargap_version": __version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "ranks": comm.Get_size(),
-        "at_file": os.path.abspath(settings.at_file),
-        "at_file_sha256": data_hash,
-        "rnd_seed": seed,
-    } | info
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
-    return Potential([], {z: 0.0 for z in species}, settings_toml, provenance, charge_models=charge_models)
+    return Potential([], {z: 0.0 for z in species}, settings_toml, provenance(comm, settings, seed, data_hash, **info),
+                     charge_models=charge_models)

@@ -13,7 +13,7 @@ temporary names and renamed, so an interrupted checkpoint leaves the last comple
 
 SIGTERM (a batch system's wall-time warning) is caught by :class:`StopSignal`: it only sets a
 flag. A rank building rows stops after its current structure, and the ranks agree at safe points:
-the end of each round of rows (at most 16, pargap.fitting.fit.ROW_ROUNDS), between the phases before
+the end of each round of rows (at most 16, pargap.fitting.rows.ROW_ROUNDS), between the phases before
 them, and just before the solve (a signal during the solve is not acted on). Then the fit saves
 what is done (the models, and the rows finished so far with the structures they cover) and every
 rank exits with EXIT_STOPPED = 75 (EX_TEMPFAIL: "try again"); ``--restart DIR`` resumes.

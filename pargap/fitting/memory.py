@@ -78,9 +78,9 @@ def sample_indices(n_atoms, sample=SAMPLE):
 def sample_sizes(settings, sample=SAMPLE):
     """DataSizes of ``settings.at_file`` with the models of ``settings`` (serial, one process)."""
     from pargap.data.frames import extract, read_frames, scan_frames
-    from pargap.fitting.fit import expand_models, structure_cost
+    from pargap.fitting.species import expand_models, species_order
+    from pargap.fitting.structures import structure_cost
     from pargap.parallel import SerialComm
-    from pargap.fitting.fit import species_order
 
     index = scan_frames(settings.at_file)
     n_atoms = np.array(index.n_atoms, dtype=float)
@@ -173,22 +173,18 @@ def estimate(sizes, structures, rank, size, solver="tsqr", height=None, total_ro
 
 
 def planned_solver(sizes, solver="auto", memory_per_rank=None):
-    """The solver the fit's "auto" rule (pargap.linalg.solve.choose_solver) would pick for these sizes:
-    tsqr while its triangles take at most MEMORY_FRACTION of ``memory_per_rank`` (bytes;
-    PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core), scalapack otherwise."""
+    """The solver the fit's "auto" rule would pick for these sizes:
+    :func:`~pargap.linalg.solve.auto_solver` for ``memory_per_rank`` (bytes; default
+    PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core)."""
     import os
 
-    from pargap.linalg.solve import MEMORY_FRACTION, TSQR_TRIANGLES, available_memory, parse_bytes
+    from pargap.linalg.solve import auto_solver, node_memory_per_rank
 
     if solver != "auto":
         return solver
     if memory_per_rank is None:
-        if os.environ.get("PARGAP_MEMORY_PER_RANK"):
-            memory_per_rank = parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
-        else:
-            memory_per_rank = available_memory() / (os.cpu_count() or 1)
-    M = sum(sizes.n_sparse)
-    return "tsqr" if TSQR_TRIANGLES * 8.0 * (M + 1) ** 2 <= MEMORY_FRACTION * memory_per_rank else "scalapack"
+        memory_per_rank = node_memory_per_rank(os.cpu_count() or 1)
+    return auto_solver(sum(sizes.n_sparse), memory_per_rank)[0]
 
 
 def plan(sizes, size, solver="auto"):
