@@ -25,13 +25,14 @@ SINGULAR_TOLERANCE = 1e-13  # gap_fit's TOL_SVD
 def leverage(comm, x, m):
     """gap_fit's CUR leverage p (n_p,) of this rank's candidate rows x (n_p, D), for m points."""
     D = x.shape[1]
-    R = reduce_triangles(comm, fold(np.zeros((0, D)), x))  # (min(n, D), D) on rank 0
+    R = reduce_triangles(comm, fold(np.zeros((0, D)), x))  # (D, D) on rank 0, rows beyond n zero
     s = np.zeros(min(D, total(comm, len(x))))
     if comm.Get_rank() == 0:
         try:
-            _, s[:], Wt = scipy.linalg.svd(R, full_matrices=False, check_finite=False, lapack_driver="gesdd")
+            _, sv, Wt = scipy.linalg.svd(R, full_matrices=False, check_finite=False, lapack_driver="gesdd")
         except np.linalg.LinAlgError:  # gesdd's rare failure to converge; gap_fit's own driver
-            _, s[:], Wt = scipy.linalg.svd(R, full_matrices=False, check_finite=False, lapack_driver="gesvd")
+            _, sv, Wt = scipy.linalg.svd(R, full_matrices=False, check_finite=False, lapack_driver="gesvd")
+        s[:] = sv[:len(s)]  # the tree returns R zero-padded to (D, D): its extra singular values are 0
     broadcast(comm, s, 0)
     k = max(1, int(np.sum(s > SINGULAR_TOLERANCE)) // 2)
     W_k = np.empty((k, D))
