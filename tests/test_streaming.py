@@ -183,3 +183,40 @@ def test_an_unwritable_checkpoint_folder_is_an_error_before_any_work(mixed, tmp_
     run = pargap_fit(1, mixed, "--checkpoint", blocker / "ck", "--set", f"gp_file = '{tmp_path / 'q.h5'}'")
     assert run.returncode == 1
     assert "checkpoint folder" in run.stderr and "descriptors" not in run.stdout
+
+
+def test_charge_models_are_in_the_checkpoint_and_a_restart_keeps_them(tmp_path, rng):
+    """A fit with an energy and a charge model stopped mid-rows: its checkpoint holds the fitted
+    charge models; the restart (on 2 ranks) takes them from there and both GPs equal the
+    uninterrupted fit's."""
+    from ase.calculators.emt import EMT
+
+    from test_charges import SOAP as CHARGE_SOAP, fixed_charge_frames
+
+    frames = fixed_charge_frames(rng, n=8)
+    for a in frames:
+        a.calc = EMT()
+        a.info["energy"], a.arrays["forces"] = a.get_potential_energy(), a.get_forces()
+        a.calc = None
+    ase.io.write(tmp_path / "train.xyz", frames, format="extxyz")
+    (tmp_path / "fit.toml").write_text(
+        f'at_file = "{tmp_path / "train.xyz"}"\ne0 = 0.0\ndefault_sigma = [0.01, 0.1, 0.1, 0.0]\nrnd_seed = 3\n'
+        'sparse_jitter = 1e-6\n[[gap]]\ndescriptor = "distance_2b"\ncutoff = 3.0\ndelta = 1.0\ntheta_uniform = 0.5\n'
+        'n_sparse = 10\nsparse_method = "uniform"\nadd_species = false\n' + CHARGE_SOAP
+        + 'covariance_type = "dot_product"\nzeta = 2\ndelta = 0.5\nn_sparse = 4\nsparse_method = "random"\n')
+    reference = quiet_fit(tmp_path / "fit.toml")
+    gp, ck = tmp_path / "q.h5", tmp_path / "ck"
+    run = pargap_fit(1, tmp_path / "fit.toml", "--checkpoint", ck, "--set", f"gp_file = '{gp}'",
+                     env={TEST_SIGNAL_AFTER: "3"})
+    assert run.returncode == EXIT_STOPPED, run.stderr
+    with h5py.File(ck / "models.h5", "r") as f:
+        saved = np.concatenate([f["charge_models"][k]["alpha"][()] for k in sorted(f["charge_models"], key=int)])
+    charge_alpha = np.concatenate([m.alpha for m in reference.charge_models])
+    np.testing.assert_allclose(saved, charge_alpha, rtol=1e-10, atol=1e-12 * np.max(np.abs(charge_alpha)))
+    again = pargap_fit(2, tmp_path / "fit.toml", "--restart", ck, "--set", f"gp_file = '{gp}'")
+    assert again.returncode == 0, again.stderr
+    assert "charge observations" not in again.stdout  # not fitted again
+    with h5py.File(gp, "r") as f:
+        restarted = np.concatenate([f["charge_models"][k]["alpha"][()] for k in sorted(f["charge_models"], key=int)])
+    np.testing.assert_array_equal(restarted, saved)
+    assert_same_to_rounding(alpha_of(gp), reference.alpha, reference.provenance["condition_estimate"])
