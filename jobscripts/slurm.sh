@@ -28,8 +28,8 @@ source "$PARGAP_HOME/.venv/bin/activate"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export H5PY_ALWAYS_USE_MPI=1         # Debian h5py: always load the MPI build (ignored elsewhere)
 
-# First run: build the rows, saving them; after a stop or requeue: build the missing rows, solve.
-if [[ -f "$CHECKPOINT/rows.h5" ]]; then
+# First run: build and fold the rows, saving the factor; after a stop or requeue: fold the missing rows, solve.
+if [[ -f "$CHECKPOINT/factor.h5" || -f "$CHECKPOINT/rows.h5" ]]; then
     FROM=(--restart "$CHECKPOINT")
 else
     FROM=(--checkpoint "$CHECKPOINT")

@@ -71,7 +71,7 @@ def test_covariance_tiles_assemble_the_block_diagonal_K_mm(rng):
 
 @pytest.mark.parametrize("n", [1, 6, 40])
 def test_lanczos_finds_the_largest_eigenvalue(rng, n):
-    from pargap.linalg.solve import largest_eigenvalue
+    from pargap.linalg.solution import largest_eigenvalue
 
     B = rng.normal(size=(n + 3, n)) @ np.diag(np.logspace(0, 3, n))
     expected = np.linalg.norm(B, 2) ** 2
@@ -81,11 +81,11 @@ def test_lanczos_finds_the_largest_eigenvalue(rng, n):
 def test_auto_picks_tsqr_when_its_triangles_fit_else_scalapack(monkeypatch):
     from pargap.linalg.solve import choose_solver
 
-    monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "1G")  # TSQR at M = 3000: 6 x 8 x 3001^2 = 0.40 GiB
+    monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "1G")  # TSQR at M = 3000: 3 x 8 x 3001^2 + 32 MiB = 0.23 GiB
     assert choose_solver(SerialComm(), 3000)[0] == "tsqr"
-    monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "512M")  # 0.40 GiB > half of 0.5 GiB
+    monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "400M")  # 0.23 GiB > half of 400 MiB
     solver, reason = choose_solver(SerialComm(), 3000)
-    assert solver == "scalapack" and "412.3 MiB" in reason and "512.0 MiB" in reason
+    assert solver == "scalapack" and "238.1 MiB" in reason and "400.0 MiB" in reason
     assert choose_solver(SerialComm(), 3000, "serial") == ("serial", "as set (solver)")
     monkeypatch.setenv("PARGAP_MEMORY_PER_RANK", "lots")
     with pytest.raises(PargapError, match="PARGAP_MEMORY_PER_RANK"):
@@ -110,12 +110,18 @@ def test_settings_accept_the_scalapack_solver():
     assert settings.solver == "scalapack"
 
 
-def test_condition_estimate_beyond_the_svd_equals_it(rng):
-    """The Lanczos estimate used for large M (here forced) equals the SVD's 2-norm condition number."""
-    from pargap.linalg.solve import condition_estimate
+@pytest.mark.parametrize("exact_up_to", [0, 1000])
+def test_condition_is_that_of_the_equilibrated_factor(rng, exact_up_to):
+    """Lanczos (forced by exact_up_to = 0) and the SVD give the 2-norm condition number of R D^-1,
+    D = diag of R's column norms: a column scaled by 10^6 (a model's delta) does not change it."""
+    from pargap.linalg.solution import equilibrated_condition
 
-    R = np.triu(rng.normal(size=(60, 60))) / 60 + np.diag(np.logspace(-2, 1, 60))
-    assert condition_estimate(R, exact_up_to=0) == pytest.approx(np.linalg.cond(R), rel=1e-8)
+    R = np.asfortranarray(np.triu(rng.normal(size=(61, 61))) / 60 + np.diag(np.logspace(-2, 1, 61)))
+    R[60, 60] = 1.0  # the corner of the augmented triangle
+    expected = np.linalg.cond(R[:60, :60] / np.linalg.norm(R[:60, :60], axis=0))
+    assert equilibrated_condition(R, exact_up_to=exact_up_to) == pytest.approx(expected, rel=1e-8)
+    R[:, 7] *= 1e6
+    assert equilibrated_condition(R, exact_up_to=exact_up_to) == pytest.approx(expected, rel=1e-8)
 
 
 def test_store_covariance_is_refused_with_the_scalapack_solver():

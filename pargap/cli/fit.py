@@ -146,24 +146,33 @@ def main(argv=None):
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
         stop = StopSignal(comm, after_seconds=args.stop_after)  # SIGTERM: save what is done, exit EXIT_STOPPED
         try:
-            if args.optimise:
-                settings = optimise_settings(comm, settings, args, log)
-                if stop.agreed():
-                    raise Stopped("stopped (SIGTERM or --stop-after) during --optimise, before any rows: nothing "
-                                  "to checkpoint; the settings found so far are printed above")
-            potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart, stop=stop)
-        except Stopped as exc:
-            if comm.Get_rank() == 0:
-                hint = ("; --restart needs the settings printed by --optimise (save them to a file)"
-                        if args.optimise and exc.args and "resume" in str(exc) else "")
-                print(f"pargap: {exc}{hint}", file=sys.stderr, flush=True)
-            return EXIT_STOPPED
+            try:
+                if args.optimise:
+                    settings = optimise_settings(comm, settings, args, log)
+                    if stop.agreed():
+                        raise Stopped("stopped (SIGTERM or --stop-after) during --optimise, before any rows: "
+                                      "nothing to checkpoint; the settings found so far are printed above")
+                potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart,
+                                stop=stop)
+            except Stopped as exc:
+                if comm.Get_rank() == 0:
+                    hint = ("; --restart needs the settings printed by --optimise (save them to a file)"
+                            if args.optimise and exc.args and "resume" in str(exc) else "")
+                    print(f"pargap: {exc}{hint}", file=sys.stderr, flush=True)
+                return EXIT_STOPPED
+            with timer.phase("write"):
+                stop.entering("write")
+                write_potential(comm, potential, settings.gp_file)
+            late = stop.agreed()  # a stop request during the write: the potential is complete, we are done
         finally:
             stop.restore()
-        with timer.phase("write"):
-            write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
         log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s")
+        if late:
+            if comm.Get_rank() == 0:
+                print(f"pargap: stop request (SIGTERM or --stop-after) during the write: {settings.gp_file} is "
+                      "complete; no memory report", file=sys.stderr, flush=True)
+            return 0
         report_memory(comm, settings, log, potential.provenance.get("solver", settings.solver))
         return 0
 

@@ -66,23 +66,22 @@ def expand_charge_models(settings, species):
     return expand_models(settings, species, settings.charge_gap)
 
 
-def fit_charge_models(settings, comm, log, timer, seed, structures=None):
+def fit_charge_models(settings, comm, log, timer, seed, structures):
     """Fit the charge models of ``settings.charge_gap`` on ``comm``'s ranks -> (models with alpha,
-    {"charge_condition_estimate", "charge_n_rows"}). ``structures``: this rank's structures if
-    already read (else they are read and partitioned here). Every rank returns the same models."""
-    import scipy.linalg
-
-    from pargap.fitting.fit import descriptor_pools, load_structures, species_order
-    from pargap.gp.model import Model
-    from pargap.parallel import collective, on_root
-    from pargap.linalg.solve import cholesky_factor, serial_solve_block, tsqr_solve_block
+    {"charge_condition_estimate", "charge_n_rows"}) from this rank's ``structures`` (as read for
+    the energy models: the data are not read again). The rows are streamed into a TSQR factor
+    (serial with solver = "serial") in blocks of row_block_mb, as the energy models' are. Every
+    rank returns the same models."""
+    from pargap.fitting.fit import descriptor_pools, species_order
     from pargap.fitting.sparsify import select_sparse
+    from pargap.fitting.stream import fold_rows, row_block_rows
+    from pargap.gp.model import Model
+    from pargap.linalg.factor_standin import RowFactor
+    from pargap.linalg.solve import covariance_sparse_tile
+    from pargap.parallel import collective
 
     if not settings.charge_gap:
         return [], {}
-    if structures is None:
-        with timer.phase("charges: read"):
-            structures, _ = load_structures(comm, settings, log, check_sigma=False)
     counts = comm.allreduce(np.array([sum(len(s.charges.esp) for s in structures if s.charges is not None),
                                       sum(s.charges.total_charge is not None for s in structures
                                           if s.charges is not None)]))
@@ -108,18 +107,22 @@ def fit_charge_models(settings, comm, log, timer, seed, structures=None):
                                  seed=seed + SEED_OFFSET + k, sparse_file=g.sparse_file, where=where)
             models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
             log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
+    M = sum(m.n_sparse for m in models)
+    factor = RowFactor.create(comm, M + 1, "serial" if settings.solver == "serial" else "tsqr")
+
+    def count(s):
+        return s.charges.n_rows
+
+    def build(s, out):
+        out[:] = charge_covariance_rows([s], models, settings.at_file)
+
     with timer.phase("charges: rows"):
-        block = collective(comm, charge_covariance_rows, charged, models, settings.at_file)
-    n_total = comm.allreduce(block.shape[0])
-    log(f"charge K_NM: {n_total} rows x {block.shape[1] - 1} sparse points")
+        rows_per_block = collective(comm, row_block_rows, comm, settings, charged, M + 1, count)
+        fold_rows(comm, factor, charged, build, rows_per_block, count=count)
+    n_total = comm.allreduce(sum(count(s) for s in charged))
+    log(f"charge K_NM: {n_total} rows x {M} sparse points")
     with timer.phase("charges: solve"):
-        U = collective(comm, lambda: cholesky_factor(scipy.linalg.block_diag(
-            *[m.covariance_sparse(settings.sparse_jitter) for m in models])) if comm.Get_rank() == 0 else None)
-        if settings.solver == "serial":
-            blocks = comm.gather(block, root=0)
-            solution = on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
-        else:
-            solution = tsqr_solve_block(comm, block, U)
+        solution = factor.solve(lambda rows, cols: covariance_sparse_tile(models, settings.sparse_jitter, rows, cols))
     log(f"charge model solved: condition estimate {solution.condition:.3e}, residual {solution.residual:.4e}")
     start = 0
     for m in models:

@@ -28,8 +28,9 @@ from pargap.gp.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
 from pargap.parallel import SerialComm, collective, collective_flag, gather_sorted, on_root, partition_structures
 from pargap.potential.potential import Potential
 from pargap.progress import Log, PhaseTimer
-from pargap.linalg.solve import (choose_solver, cholesky_factor, covariance_sparse_tile, scalapack_solve,
-                          serial_solve_block, solve_on_root, tsqr_solve_block)
+from pargap.linalg.factor_standin import RowFactor
+from pargap.linalg.solve import choose_solver, covariance_sparse_tile
+from pargap.fitting.stream import fold_rows, row_block_rows, structure_rows
 from pargap.fitting.sparsify import DescriptorPool, select_sparse
 
 
@@ -208,44 +209,18 @@ def descriptor_pools(structures, expanded):
 
 def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None):
     """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), Fortran-ordered so that
-    the QR factorises it in place (written into ``out``, a view of that shape, if given).
-
-    Targets: E - sum e0 (eV); F (eV/A); the 6 independent virial components W_kl (eV); Hessian
-    eigenvalues (eV/A^2) by central differences of force rows with displacement hessian_delta;
-    all minus the baseline potential ``core`` (CorePotential or None)."""
+    the QR factorises it in place (written into ``out``, a view of that shape, if given); the
+    structures one after the other, each by :func:`pargap.fitting.stream.structure_rows`.
+    core: the baseline potential subtracted from the targets (CorePotential or None)."""
     n_rows = sum(s.n_rows for s in structures)
     M = sum(m.n_sparse for m in models)
     block = np.empty((n_rows, M + 1), order="F") if out is None else out
-    A, b = block[:, :M], block[:, M]
     row = 0
     for s in structures:
-        first = row
-        rows = model_rows(s.atoms, models, gradients=s.forces is not None or s.virial is not None)
-        energy, forces, virial, hessian = core_targets(core, s, hessian_delta)
-        if s.energy is not None:
-            baseline = sum(e0[int(z)] for z in s.atoms.numbers)
-            A[row] = rows.energy / s.sigma_energy
-            b[row] = (energy - baseline) / s.sigma_energy
-            row += 1
-        if s.forces is not None:
-            n = 3 * s.n_atoms
-            A[row:row + n] = (rows.forces / s.sigma_forces[:, :, None]).reshape(n, M)
-            b[row:row + n] = (forces / s.sigma_forces).ravel()
-            row += n
-        if s.virial is not None:
-            for k, l in VIRIAL_COMPONENTS:
-                A[row] = rows.virial[k, l] / s.sigma_virial[k, l]
-                b[row] = virial[k, l] / s.sigma_virial[k, l]
-                row += 1
-        for eigenvalue, eigenvector in hessian:
-            A[row] = hessian_row(s.atoms, models, eigenvector, hessian_delta) / s.sigma_hessian
-            b[row] = eigenvalue / s.sigma_hessian
-            row += 1
-        if not np.all(np.isfinite(block[first:row])):
-            raise InputError("its covariance rows are not finite (atoms on top of each other?)",
-                             file=file, structure=s.index)
-    assert row == n_rows
+        structure_rows(s, models, e0, block[row:row + s.n_rows], file, hessian_delta, core)
+        row += s.n_rows
     return block
+
 
 
 def append_sparse_index(comm, path, ids):
@@ -264,12 +239,6 @@ def file_hash(path):
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-ROW_ROUNDS = 16
-"""The rows are built in at most this many rounds (groups of structures of about equal rows on
-each rank). A rank that got a stop request (SIGTERM) stops after its current structure; the
-ranks agree at the end of each round (few rounds: each is a synchronisation point)."""
 
 
 def build_models(settings, comm, log, timer, seed, stop=None, core=None):
@@ -332,99 +301,68 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
     return structures, models, e0, data_hash, len(index)
 
 
-def row_groups(structures, n_groups):
-    """Consecutive groups of ``structures``, ``n_groups`` of them (some maybe empty), of about
-    equal row counts."""
-    rows = np.cumsum([s.n_rows for s in structures])
-    total = rows[-1] if len(rows) else 0
-    cuts = np.searchsorted(rows, total * np.arange(1, n_groups) / n_groups, side="right")
-    bounds = [0, *cuts.tolist(), len(structures)]
-    return [structures[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
 def build_rows(settings, comm, log, timer, seed, core=None):
     """Phases read, descriptors, sparse points and covariance rows, without checkpoints or stop
-    requests: (models, e0, this rank's rows block (n_p, M+1), data hash). core: the baseline
-    potential subtracted from the targets, or None."""
+    requests, all rows held (for the likelihood's hyperparameter search): (models, e0, this
+    rank's rows block (n_p, M+1), data hash). core: the baseline potential subtracted from the
+    targets, or None."""
     structures, models, e0, data_hash, _ = build_models(settings, comm, log, timer, seed, core=core)
-    block = np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
-    fill_rows(settings, comm, log, timer, structures, models, e0, block, core=core)
+    with timer.phase("covariance rows"):
+        block = collective(comm, covariance_rows, structures, models, e0, settings.at_file, settings.hessian_delta,
+                           core)
     return models, e0, block, data_hash
 
-
-def fill_rows(settings, comm, log, timer, structures, models, e0, block, start=0, stop=None, core=None):
-    """Phase covariance rows: the rows of ``structures`` into ``block[start:]``, in rounds; after
-    each round the ranks check for a stop request. Returns (rows filled, file indices of the
-    structures done, stopped)."""
-    n_rounds = max(1, min(max(comm.allgather(len(structures))), ROW_ROUNDS))
-    row, done, busy, stopped = start, [], 0.0, False
-    with timer.phase("covariance rows"):
-        for group in row_groups(structures, n_rounds):
-            def build():
-                begin, n = time.process_time(), 0  # CPU time: fair under oversubscription too
-                for s in group:
-                    if stop is not None and stop.received:
-                        break
-                    covariance_rows([s], models, e0, settings.at_file, settings.hessian_delta, core,
-                                    out=block[row + n:row + n + s.n_rows])
-                    n += s.n_rows
-                    done.append(s.index)
-                    if stop is not None:
-                        stop.done(len(done))
-                return n, time.process_time() - begin
-
-            (n, seconds), stopped = collective_flag(comm, lambda: stop is not None and stop.received, build)
-            row, busy = row + n, busy + seconds
-            if stopped:
-                break
-        busy = comm.allgather(busy)
-    if not stopped:
-        log(f"row building per rank (CPU): slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, "
-            f"imbalance {100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%")
-    return row, done, stopped
 
 
 def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None, stop=None):
     """Fit the sparse GP(s) described by ``settings`` (FitSettings) on ``comm``'s ranks.
 
-    checkpoint: a folder where the rows and the models are saved before the solve; restart: a
-    folder with such a checkpoint (complete, or partial after a stop), made with the same
-    settings, to go on from (any number of ranks). stop: a :class:`pargap.fitting.checkpoint.StopSignal`;
-    once it fires, what is done is saved (to checkpoint, else restart, else
-    ``<gp_file>.checkpoint``) and :class:`pargap.fitting.checkpoint.Stopped` is raised on every rank.
-    Returns the Potential on every rank; writing it is :func:`write_potential`'s job."""
+    The energy models' rows are streamed (:mod:`pargap.fitting.stream`): each rank builds them a
+    block of at most row_block_mb at a time and folds the block into the factor, so no rank holds
+    its rows. checkpoint: a folder where the factor and the models are saved before the solve;
+    restart: a folder with such a checkpoint (complete, or partial after a stop), made with the
+    same settings, to go on from (any number of ranks). stop: a
+    :class:`pargap.fitting.checkpoint.StopSignal`; once it fires (while rows are built or during
+    the solve), the factor of what is done is saved (to checkpoint, else restart, else
+    ``<gp_file>.checkpoint``) and :class:`pargap.fitting.checkpoint.Stopped` is raised on every
+    rank. Returns the Potential on every rank; writing it is :func:`write_potential`'s job."""
     from pargap.fitting import checkpoint as saved
 
     comm = comm or SerialComm()
     log = log or Log(comm)
     timer = timer or PhaseTimer(comm, log)
     rank, size = comm.Get_rank(), comm.Get_size()
+    folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
+    if settings.gap and (checkpoint or restart or stop is not None):
+        saved.check_folder(comm, folder)  # before any work, not at the first write
     core = collective(comm, load_core, settings)
     if core is not None:
         log(f"baseline potential: {settings.core_ip_args} from {settings.core_param_file} "
             f"(cutoff {core.cutoff:.3f} A), subtracted from the targets")
-    structures, done, complete = [], [], False
+    structures = []
     if restart:
         with timer.phase("restart"):
-            models, e0, seed, covered, n_structures, n_saved = saved.load_state(comm, restart, settings)
+            models, e0, seed, covered, n_structures, charge_models, info = saved.load_state(comm, restart, settings)
             data_hash = on_root(comm, file_hash, settings.at_file)
             made_from = on_root(comm, saved.saved_data_hash, restart)
 
             def same_data():  # the same verdict on every rank, raised as one error
-                if made_from and made_from != data_hash:  # the rows would belong to other structures
+                if made_from and made_from != data_hash:  # the factor would be of other structures
                     raise InputError(f"the training data changed since the checkpoint in {restart} was written "
                                      "(SHA-256 differs): restart with the same file, or fit afresh",
                                      file=settings.at_file)
 
             collective(comm, same_data)
-            complete = len(covered) >= n_structures
-            done = [int(i) for i in covered]
-        if not complete:
+            charge_info = {k: v for k, v in info.items() if k.startswith("charge_")}
+            n_saved = int(info.get("n_rows", 0))
+        if len(covered) < n_structures:
             with timer.phase("read"):
                 structures, _ = load_structures(comm, settings, log, skip=covered)
-        block = saved.load_rows(comm, restart, extra=sum(s.n_rows for s in structures))
-        log(f"restarted from {restart}: {sum(m.n_sparse for m in models)} sparse points, {n_saved} rows of "
-            f"{len(covered)} of {n_structures} structures saved")
+        M = sum(m.n_sparse for m in models)
+        solver = _solver(comm, M, settings.solver, log)
+        factor = collective(comm, saved.restore_factor, comm, restart, M + 1, solver)
+        log(f"restarted from {restart}: {M} sparse points, the factor of {n_saved} rows of {len(covered)} of "
+            f"{n_structures} structures")
     else:
         seed = settings.rnd_seed
         if seed < 0:
@@ -432,53 +370,73 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         if not settings.gap:  # charge models only: no energy model, no energies needed
             return fit_charges_only(settings, comm, log, timer, seed)
         structures, models, e0, data_hash, n_structures = build_models(settings, comm, log, timer, seed, stop, core)
-        block = np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
+        # the charge GP (a GP of its own) from the structures in memory, before the energy rows, so
+        # that every checkpoint holds it
+        charge_models, charge_info = fit_charge_models(settings, comm, log, timer, seed, structures)
+        covered, n_saved = [], 0
+        M = sum(m.n_sparse for m in models)
+        solver = _solver(comm, M, settings.solver, log)
+        factor = RowFactor.create(comm, M + 1, solver)
     # the settings as run: a drawn seed is recorded, so the file's settings reproduce the fit
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
-    start = block.shape[0] - sum(s.n_rows for s in structures)
-    row, new, stopped = fill_rows(settings, comm, log, timer, structures, models, e0, block, start, stop, core) \
-        if not complete else (block.shape[0], [], False)
-    done = done + [i for part in comm.allgather(new) for i in part]
-    if stopped or (stop is not None and stop.agreed()):  # a stop request before the solve
-        folder = checkpoint or restart or f"{settings.gp_file}.checkpoint"
+    n_new = comm.allreduce(sum(s.n_rows for s in structures))
+    n_total = n_saved + n_new
+
+    def save(done, n_rows):
         with timer.phase("checkpoint"):
-            saved.save(comm, folder, models, e0, settings_toml, seed, block[:row], done, n_structures, data_hash)
-        raise saved.Stopped(f"stopped (SIGTERM or --stop-after): checkpoint of {len(done)} of {n_structures} "
-                            f"structures written to {folder}; resume with --restart {folder}", folder)
-    n_total = comm.allreduce(block.shape[0])
-    M = block.shape[1] - 1
-    log(f"K_NM: {n_total} rows x {M} sparse points; this rank {block.nbytes / 2**20:.1f} MB")
-    if checkpoint and not (restart and complete):
-        with timer.phase("checkpoint"):
-            saved.save(comm, checkpoint, models, e0, settings_toml, seed, block, done, n_structures, data_hash)
+            saved.save(comm, folder, models, e0, settings_toml, seed, factor.checkpoint_state(), done, n_structures,
+                       n_rows, data_hash, charge_models, charge_info)
+
+    def stopped(done, n_rows, when):
+        save(done, n_rows)
+        n_done = comm.bcast(len(done) if rank == 0 else None, root=0)
+        raise saved.Stopped(f"stopped (SIGTERM or --stop-after) {when}: checkpoint of {n_done} of "
+                            f"{n_structures} structures written to {folder}; resume with --restart {folder}", folder)
+
+    with timer.phase("covariance rows"):
+        rows_per_block = collective(comm, row_block_rows, comm, settings, structures, M + 1)
+        log(f"K_NM: {n_total} rows x {M} sparse points, built and folded into the {solver} factor in blocks of "
+            f"at most {rows_per_block} rows ({rows_per_block * (M + 1) * 8 / 2**20:.1f} MB) per rank")
+
+        def build(s, out):
+            structure_rows(s, models, e0, out, settings.at_file, settings.hessian_delta, core)
+
+        new, interrupted, building, folding = fold_rows(comm, factor, structures, build, rows_per_block, stop)
+        finished = set(new)
+        folded = sum(s.n_rows for s in structures if s.index in finished)
+        done = _merged_indices(comm, covered, new)
+        n_done = n_saved + comm.allreduce(folded)
+    if interrupted or (stop is not None and stop.agreed()):  # a stop request before the solve
+        stopped(done, n_done, "while building rows" if n_done < n_total else "before the solve")
+    busy = comm.allgather(building)
+    log(f"row building per rank (CPU): slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, imbalance "
+        f"{100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%; folding slowest {max(comm.allgather(folding)):.3f} s")
+    complete = restart if restart and not n_new else None  # a checkpoint already holding every row
+    if checkpoint and not complete:
+        save(done, n_done)
+        complete = checkpoint
         log(f"checkpoint written to {checkpoint}")
 
     with timer.phase("solve"):
-        solver, reason = choose_solver(comm, M, settings.solver)
-        log(f"solver {solver}: {reason}")
-        if solver == "scalapack":  # K_MM built and factorised distributed: no rank holds M x M
-            def tile(rows, cols):
-                return covariance_sparse_tile(models, settings.sparse_jitter, rows, cols)
+        if stop is not None:
+            stop.entering("solve")
 
-            solution = collective(comm, scalapack_solve, comm, block, tile)
-        else:
-            def prior_factor():  # K_MM = U^T U, needed on rank 0 only
-                return cholesky_factor(_block_diagonal([m.covariance_sparse(settings.sparse_jitter) for m in models]))
+        def prior(rows, cols):  # tiles of K_MM + jitter I
+            return covariance_sparse_tile(models, settings.sparse_jitter, rows, cols)
 
-            U = collective(comm, lambda: prior_factor() if rank == 0 else None)
-            if solver == "serial":
-                blocks = comm.gather(block, root=0)
-                solution = solve_on_root(comm, lambda: serial_solve_block(np.vstack(blocks), U))
-            else:
-                solution = tsqr_solve_block(comm, block, U)
-        del block
+        solution = factor.solve(prior)
         log(f"solved by {solver}: condition estimate {solution.condition:.3e}, "
             f"residual {solution.residual:.4e}")
+    if stop is not None and stop.agreed():  # a stop request during the solve
+        if not complete:
+            stopped(done, n_done, "during the solve")
+        raise saved.Stopped(f"stopped (SIGTERM or --stop-after) during the solve: the checkpoint in {complete} "
+                            f"holds every structure; resume with --restart {complete}", complete)
+    del factor
     start = 0
     for m in models:
         m.alpha = solution.alpha[start:start + m.n_sparse]
         start += m.n_sparse
-    charge_models, charge_info = fit_charge_models(settings, comm, log, timer, seed)  # a GP of its own
 
     provenance = {
         "pargap_version": __version__,
@@ -508,10 +466,19 @@ STORE_COVARIANCE_MAX_M = 20000
 default (store_covariance = true forces it: M^2 * 4 bytes on disk, the upper triangle)."""
 
 
-def _block_diagonal(blocks):
-    import scipy.linalg
+def _solver(comm, M, requested, log):
+    solver, reason = choose_solver(comm, M, requested)
+    log(f"solver {solver}: {reason}")
+    return solver
 
-    return scipy.linalg.block_diag(*blocks)
+
+def _merged_indices(comm, covered, new):
+    """The file indices of the structures folded in: ``covered`` (saved) and every rank's ``new``,
+    sorted, on rank 0 (None on the others)."""
+    parts = comm.gather(list(new), root=0)
+    if comm.Get_rank() != 0:
+        return None
+    return sorted(int(i) for i in list(covered) + [i for part in parts for i in part])
 
 
 def write_potential(comm, potential, path):

@@ -5,34 +5,24 @@
 
     alpha = argmin ||A alpha - b||:   A = Q R,  R alpha = Q^T b
 
-``serial_solve`` is the reference on the whole A. ``tsqr_solve`` is the tall-skinny QR over
-row blocks distributed on the ranks: each rank factorises [A_p | b_p] in place, then the
-(M+1)-column R factors are combined pairwise up a binary tree; the root adds the prior rows
-[U | 0], back-substitutes and broadcasts alpha. Memory per rank: its rows plus a few (M+1)^2
-triangles. ``scalapack_solve`` is the 2-D block-cyclic QR (ScaLAPACK) for M too large for one
-rank: each rank reduces its rows in place first, then K_MM is built tile by tile where it lives
-and factorised distributed, so no rank holds the N x M matrix, nor an M x M one beyond its rows.
-``choose_solver`` picks between them by memory.
+The solvers are the streamed factors of :mod:`pargap.linalg.factor` (tsqr, serial, scalapack):
+rows are folded in block by block, the prior rows at the solve. This module holds the one-call
+forms of them for a block of rows already in memory (``serial_solve``, ``tsqr_solve_block``,
+``scalapack_solve``), the rule that picks a solver by memory (``choose_solver``) and the tiles of
+K_MM (``covariance_sparse_tile``).
 """
 
 import os
-import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 from pargap.errors import PargapError
+from pargap.linalg.factor import RowFactor, factor_bytes
+from pargap.linalg.solution import Solution
 
-CONDITION_WARNING = 1e12
-
-
-@dataclass
-class Solution:
-    alpha: np.ndarray  # (M,)
-    condition: float  # condition number estimate of R (= of A)
-    residual: float  # ||A alpha - b||
-    factor: np.ndarray | None = None  # (M, M) upper R with R^T R = A^T A, on rank 0 only (GP variance)
+__all__ = ["Solution", "cholesky_factor", "serial_solve", "serial_solve_block", "tsqr_solve", "tsqr_solve_block",
+           "scalapack_solve", "solve_on_root", "choose_solver", "covariance_sparse_tile"]
 
 
 def cholesky_factor(K_mm):
@@ -65,52 +55,6 @@ def _r_of(block):
     return np.triu(_qr_in_place(block)[: min(block.shape)])
 
 
-def condition_estimate(R, exact_up_to=1000):
-    """2-norm condition number of the triangle R (that of A): exact by SVD up to M = exact_up_to,
-    beyond that by Lanczos on R^T R and R^-1 R^-T (:func:`largest_eigenvalue`, a lower bound
-    that converges to it), as the ScaLAPACK solver does. Beyond M = 1000 the SVD would be the
-    slowest step on rank 0 (5 s at M = 3000 against 0.2 s for Lanczos, which agreed to 1e-12)."""
-    if R.shape[0] <= exact_up_to:
-        s = scipy.linalg.svdvals(R, check_finite=False)
-        return float(s[0] / s[-1]) if s[-1] > 0 else np.inf
-    from pargap.parallel import SerialComm
-
-    def inverse_gram(x):
-        y = scipy.linalg.solve_triangular(R, x, trans="T", check_finite=False)
-        return scipy.linalg.solve_triangular(R, y, check_finite=False)
-
-    gram = largest_eigenvalue(lambda x: R.T @ (R @ x), R.shape[0], SerialComm())
-    return float(np.sqrt(gram * largest_eigenvalue(inverse_gram, R.shape[0], SerialComm())))
-
-
-def _back_substitute(R_aug, M):
-    R = R_aug[:M, :M]
-    c = R_aug[:M, M]
-    residual = abs(R_aug[M, M]) if R_aug.shape[0] > M else 0.0
-    if R.shape[0] < M or np.any(np.abs(np.diag(R)) == 0.0):
-        raise PargapError("the least-squares matrix is rank deficient: raise sparse_jitter or use fewer sparse points")
-    if not (np.all(np.isfinite(R)) and np.all(np.isfinite(c))):
-        raise PargapError("the least-squares matrix has non-finite entries (NaN or infinity in the rows)")
-    try:
-        condition = condition_estimate(R)
-        alpha = scipy.linalg.solve_triangular(R, c, lower=False, check_finite=False)
-    except (np.linalg.LinAlgError, ValueError) as exc:
-        raise PargapError(f"the triangular solve failed ({exc}): raise sparse_jitter or use fewer sparse points") from None
-    if not np.all(np.isfinite(alpha)):
-        raise PargapError("the solve produced non-finite coefficients: raise sparse_jitter or use fewer sparse points")
-    return Solution(alpha, float(condition), float(residual), R)
-
-
-def _warn_condition(solution):
-    if solution.condition > CONDITION_WARNING:
-        warnings.warn(
-            f"ill-conditioned fit (condition estimate {solution.condition:.2e}); the coefficients may be "
-            "inaccurate: raise sparse_jitter or use fewer sparse points",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
 def serial_solve(A_nm, b, U):
     """Reference solve on one process. A_nm: (N, M) = Lambda^(-1/2) K_NM; b: (N,); U: (M, M)."""
     return serial_solve_block(np.column_stack([A_nm, b]), U)
@@ -119,15 +63,11 @@ def serial_solve(A_nm, b, U):
 def serial_solve_block(block, U):
     """Serial solve of block = [Lambda^(-1/2) K_NM | Lambda^(-1/2) y] (N, M+1) (destroyed if
     Fortran-ordered), with the prior rows [U | 0]."""
-    solution = _back_substitute(_with_prior(_r_of(block), U), U.shape[0])
-    _warn_condition(solution)
-    return solution
+    from pargap.parallel import SerialComm
 
-
-def _with_prior(R, U):
-    """R factor of [R ; U | 0]: the prior rows enter after the data rows are reduced, (M+1, M+1) at most."""
-    M = U.shape[0]
-    return _r_of(np.vstack([R, np.column_stack([U, np.zeros(M)])]))
+    factor = RowFactor.create(SerialComm(), block.shape[1], "tsqr")
+    factor.fold(block)
+    return factor.solve(U)
 
 
 def solve_on_root(comm, solve):
@@ -153,39 +93,17 @@ def tsqr_solve(comm, A_local, b_local, U):
 
 
 def tsqr_solve_block(comm, block, U):
-    """Tall-skinny QR over ranks. Every rank passes its rows block = [A_p | b_p] (n_p, M+1),
-    factorised in place when Fortran-ordered; U (M, M) is used on rank 0 only. Every rank returns
-    the same Solution (alpha broadcast from rank 0). Beyond its block a rank holds a few
-    (M+1) x (M+1) triangles while R factors are merged up the tree (sent as raw buffers)."""
-    M = block.shape[1] - 1
-    rank, size = comm.Get_rank(), comm.Get_size()
-    R = _r_of(block)
-    step = 1
-    while step < size:
-        if rank % (2 * step) == step:
-            comm.send(R.shape, dest=rank - step, tag=2 * step)
-            comm.Send(np.ascontiguousarray(R), dest=rank - step, tag=2 * step + 1)
-            R = None
-            break
-        if rank % (2 * step) == 0 and rank + step < size:
-            shape = comm.recv(source=rank + step, tag=2 * step)
-            other = np.empty(shape)
-            comm.Recv(other, source=rank + step, tag=2 * step + 1)
-            stacked = np.empty((R.shape[0] + shape[0], M + 1), order="F")
-            stacked[: R.shape[0]] = R
-            stacked[R.shape[0]:] = other
-            del other
-            R = _r_of(stacked)
-        step *= 2
-    solution = solve_on_root(comm, lambda: _back_substitute(_with_prior(R, U), M))
-    if rank == 0:
-        _warn_condition(solution)
-    return solution
+    """Tall-skinny QR over ranks of block = [A_p | b_p] (n_p, M+1) on each rank (destroyed when
+    Fortran-ordered); U (M, M) is used on rank 0 only. Every rank returns the same Solution."""
+    factor = RowFactor.create(comm, block.shape[1], "tsqr")
+    factor.fold(block)
+    return factor.solve(U)
 
 
-TSQR_TRIANGLES = 6
+TSQR_TRIANGLES = 3
 """(M+1) x (M+1) float64 arrays the tall-skinny QR holds at its peak on rank 0, beyond the rows
-block: the merged R, the stacked pair and its factor, U (and K_MM while U is made), [R ; U | 0]."""
+block: R, the copy the prior is folded into, the prior rows [U | 0] (see
+:func:`pargap.linalg.factor.factor_bytes`, which adds the workspace)."""
 
 MEMORY_FRACTION = 0.5
 """``auto`` picks TSQR when its triangles take at most this fraction of the memory per rank."""
@@ -234,14 +152,14 @@ def _ranks_on_node(comm):
 
 
 def choose_solver(comm, M, requested="auto"):
-    """(solver, reason): ``requested`` unless it is "auto"; then "tsqr" when its TSQR_TRIANGLES
-    (M+1)^2 float64 triangles take at most MEMORY_FRACTION of the memory per rank (measured after
-    the rows are built, so they are accounted for), "scalapack" otherwise."""
+    """(solver, reason): ``requested`` unless it is "auto"; then "tsqr" when its factor
+    (:func:`pargap.linalg.factor.factor_bytes`, about TSQR_TRIANGLES (M+1)^2 float64 triangles)
+    takes at most MEMORY_FRACTION of the memory per rank, "scalapack" otherwise."""
     if requested != "auto":
         return requested, "as set (solver)"
-    need = TSQR_TRIANGLES * 8.0 * (M + 1) ** 2
+    need = factor_bytes("tsqr", M + 1, comm.Get_size())
     have = memory_per_rank(comm)
-    verdict = f"TSQR needs {_size(need)} beyond the rows on rank 0, {_size(have)} available per rank"
+    verdict = f"TSQR needs {_size(need)} beyond the row blocks on rank 0, {_size(have)} available per rank"
     if need <= MEMORY_FRACTION * have:
         return "tsqr", verdict
     return "scalapack", verdict + f" (more than {MEMORY_FRACTION:.0%})"
@@ -275,133 +193,10 @@ def covariance_sparse_tile(models, jitter, rows, cols):
 
 
 def scalapack_solve(comm, block, K_mm_tile, block_size=64):
-    """2-D block-cyclic QR by ScaLAPACK. Every rank passes its rows block = [A_p | b_p]
-    (n_p, M+1) (factorised in place when Fortran-ordered float64, as for TSQR) and
-    ``K_mm_tile(rows, cols)``, which returns the tile of K_MM + jitter I at those 0-based global
-    indices; every rank returns the same Solution.
-
-    Each rank with more rows than columns first reduces them to their R factor R_p (M+1 rows,
-    LAPACK, in place, no communication, never more than the rows it holds); the others keep their
-    rows as R_p. The distributed matrix G ((M + P h) x (M+1), square block_size blocks on a
-    near-square grid) is, from the top: the prior rows [U | 0], with K_MM built tile by tile on the
-    ranks that own it and factorised there (pdpotrf, K_MM = U^T U); then the R_p, padded with zero
-    rows to the tallest one's height h (zero rows leave the least-squares solution unchanged, and
-    make the R_p a valid P x 1 block layout that pdgemr2d redistributes). pdgeqrf on [A | b]
-    leaves [R | Q^T b] on top; pdtrtrs solves R alpha = (Q^T b)_:M. The condition estimate is the
-    2-norm one (Lanczos, :func:`_distributed_condition`). Memory per rank beyond its rows: the
-    padded R_p (at most its rows) and its share of G, (M + P h) (M+1) / P, h <= M+1.
-    Under a SerialComm, MPI's COMM_SELF is used."""
-    from mpi4py import MPI
-
-    from pargap.linalg import scalapack as sl
-
-    M = block.shape[1] - 1
-    if not isinstance(comm, MPI.Comm):  # SerialComm: one process, BLACS still needs an MPI communicator
-        comm = MPI.COMM_SELF
-    rank, size = comm.Get_rank(), comm.Get_size()
-    if comm.allreduce(int(not np.all(np.isfinite(block)))):
-        raise PargapError("the least-squares matrix has non-finite entries (NaN or infinity in the rows)")
-    k = min(block.shape)  # rows of this rank's R factor
-    h = max(1, comm.allreduce(k, op=MPI.MAX))
-    with sl.Grid(comm, *sl.grid_shape(size)) as grid, sl.Grid(comm, size, 1) as column:
-        G = sl.Distributed(grid, M + size * h, M + 1, block_size, block_size)
-        # local rows (columns) are in ascending global order: those of the prior come first
-        k_r, k_c = np.count_nonzero(G.rows < M), np.count_nonzero(G.cols < M)
-        top, rows, cols = G.local[:k_r], G.rows[:k_r], G.cols[:k_c]
-        top[:, :k_c] = K_mm_tile(rows, cols)
-        if sl.potrf(M, G) != 0:
-            raise PargapError("K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, "
-                              "more distinct sparse points")
-        top[:, :k_c][rows[:, None] > cols[None, :]] = 0.0  # pdpotrf leaves K_MM's lower triangle
-        padded = np.zeros((h, M + 1), order="F")  # R_p (or the rows themselves), then zero rows
-        if block.shape[0] > M + 1:
-            padded[:k] = _qr_in_place(block)[:k]
-            for j in range(k - 1):
-                padded[j + 1:k, j] = 0.0  # the reflectors below R_p
-        else:  # no taller than wide: reducing would not shrink the rows
-            padded[:k] = block
-        source = sl.Distributed(column, size * h, M + 1, h, M + 1, local=padded)
-        sl.copy(size * h, M + 1, source, 1, 1, G, M + 1, 1, grid.context)
-        del source, padded
-        sl.geqrf(M + size * h, M + 1, G)
-        diagonal = np.abs(top[:, :k_c][rows[:, None] == cols[None, :]])
-        if not comm.allreduce(float(np.min(diagonal, initial=np.inf)), op=MPI.MIN) > 0:
-            raise PargapError("the least-squares matrix is rank deficient: raise sparse_jitter or use fewer "
-                              "sparse points")
-        condition = _distributed_condition(comm, G, M, block_size)
-        if sl.trtrs(M, 1, G, 1, 1, G, 1, M + 1) != 0:
-            raise PargapError("the triangular solve failed: raise sparse_jitter or use fewer sparse points")
-        alpha, residual = np.zeros(M), np.zeros(1)
-        if k_c < len(G.cols):  # this rank holds part of the last column [alpha ; residual ; ...]
-            alpha[rows] = top[:, k_c]
-            if k_r < len(G.rows) and G.rows[k_r] == M:
-                residual[0] = abs(G.local[k_r, k_c])
-        del G, top
-    comm.Allreduce(MPI.IN_PLACE, alpha)
-    comm.Allreduce(MPI.IN_PLACE, residual)
-    if not np.all(np.isfinite(alpha)):
-        raise PargapError("the solve produced non-finite coefficients: raise sparse_jitter or use fewer sparse points")
-    solution = Solution(alpha, condition, float(residual[0]))
-    if rank == 0:
-        _warn_condition(solution)
-    return solution
-
-
-def largest_eigenvalue(apply, n, comm, steps=80, rtol=1e-12):
-    """Largest eigenvalue of a symmetric positive semi-definite n x n operator (``apply(x)``
-    returns the product, the same on every rank) by Lanczos with full reorthogonalisation. The
-    largest Ritz value is a lower bound that rises to it, fast at the ends of the spectrum;
-    rank 0 decides when it has settled, so every rank runs the same steps. Memory: steps n-vectors."""
-    steps = min(steps, n)
-    Q = np.zeros((steps, n))  # the Lanczos basis, by rows
-    q = np.random.default_rng(0).uniform(0.5, 1.5, n)  # no sign pattern to be orthogonal to
-    Q[0] = q / np.linalg.norm(q)
-    diagonal, off = [], []
-    ritz = 0.0
-    for j in range(steps):
-        w = apply(Q[j])
-        diagonal.append(float(Q[j] @ w))
-        for _ in range(2):  # twice is enough (Kahan-Parlett)
-            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
-        beta = float(np.linalg.norm(w))
-        previous = ritz
-        ritz = float(scipy.linalg.eigvalsh_tridiagonal(np.array(diagonal), np.array(off))[-1]) if off \
-            else diagonal[0]
-        if not np.isfinite(ritz):
-            return np.inf
-        settled = beta <= 1e-14 * max(abs(ritz), 1e-300) or abs(ritz - previous) <= rtol * abs(ritz)
-        if comm.bcast(settled, root=0) or j + 1 == steps:
-            break
-        off.append(beta)
-        Q[j + 1] = w / beta
-    return max(ritz, 0.0)
-
-
-def _distributed_condition(comm, G, M, block_size):
-    """2-norm condition estimate ||R|| ||R^-1|| of the upper M x M triangle R of the distributed
-    G (the same on every rank): the square root of the largest eigenvalues of R^T R and
-    R^-1 R^-T (Lanczos, :func:`largest_eigenvalue`). Each step is two distributed triangular
-    products or solves (pdtrmv, pdtrsv) of an M-vector, O(M^2 / P) flops, beside the QR's
-    2 N M^2 / P. (ScaLAPACK's own pdtrcon was found to underestimate the 1-norm condition number
-    by 2x to 30x on random triangles here, even on one rank.)"""
-    from mpi4py import MPI
-
-    from pargap.linalg import scalapack as sl
-
-    vector = sl.Distributed(G.grid, M, 1, block_size, block_size)
-    mine = vector.local.shape[1] > 0
-
-    def apply(x, op, first, second):
-        if mine:
-            vector.local[:, 0] = x[vector.rows]
-        op(first, M, G, vector)
-        op(second, M, G, vector)
-        out = np.zeros(M)
-        if mine:
-            out[vector.rows] = vector.local[:, 0]
-        comm.Allreduce(MPI.IN_PLACE, out)
-        return out
-
-    gram = largest_eigenvalue(lambda x: apply(x, sl.trmv, "N", "T"), M, comm)  # R^T (R x): ||R||^2
-    inverse = largest_eigenvalue(lambda x: apply(x, sl.trsv, "T", "N"), M, comm)  # R^-1 (R^-T x): ||R^-1||^2
-    return float(np.sqrt(gram * inverse))
+    """2-D block-cyclic QR by ScaLAPACK (:mod:`pargap.linalg.scalapack_factor`) of block = [A_p |
+    b_p] (n_p, M+1) on each rank, with ``K_mm_tile(rows, cols)``, the tile of K_MM + jitter I at
+    those 0-based global indices; every rank returns the same Solution. Under a SerialComm, MPI's
+    COMM_SELF is used."""
+    with RowFactor.create(comm, block.shape[1], "scalapack", block_size=block_size) as factor:
+        factor.fold(block)
+        return factor.solve(K_mm_tile)
