@@ -194,10 +194,9 @@ def planned_solver(sizes, solver="auto", memory_per_rank=None):
 def plan(sizes, size, solver="auto"):
     """Partition the structures over ``size`` ranks as the fit does (by neighbour-pair cost) ->
     (Partition per rank, estimate per rank) for ``solver`` (as planned_solver decides for auto)."""
-    from pargap.parallel import partition_structures
+    from pargap.parallel import partitions
 
-    parts = [partition_structures(sizes.n_atoms.astype(int).tolist(), r, size,
-                                  sizes.cost.tolist() if size > 1 else None) for r in range(size)]
+    parts = partitions(sizes.n_atoms.astype(int).tolist(), size, sizes.cost.tolist() if size > 1 else None)
     solver = planned_solver(sizes, solver)
     M = sum(sizes.n_sparse)
     height = max((min(int(sizes.n_rows[list(p.structures)].sum()), M + 1) for p in parts), default=0)
