@@ -220,3 +220,27 @@ def test_charge_models_are_in_the_checkpoint_and_a_restart_keeps_them(tmp_path, 
         restarted = np.concatenate([f["charge_models"][k]["alpha"][()] for k in sorted(f["charge_models"], key=int)])
     np.testing.assert_array_equal(restarted, saved)
     assert_same_to_rounding(alpha_of(gp), reference.alpha, reference.provenance["condition_estimate"])
+
+
+def test_soap_rows_over_chunks_of_centres_equal_the_whole_structure(monkeypatch):
+    """SOAP's gradients are built a group of centres at a time (at most GRADIENT_CHUNK_BYTES each):
+    energy, local-energy, force and virial rows summed over the groups equal those of all centres
+    at once, and the groups cover every centre once."""
+    from pargap.descriptors.soap import Soap
+    from pargap.gp import observations
+    from pargap.gp.kernels import make_kernel
+    from pargap.gp.model import Model
+
+    atoms = lj_cells(1, seed=2)[0]
+    soap = Soap(cutoff=4.0, l_max=3, n_max=4, atom_sigma=0.6, cutoff_transition_width=1.0)
+    x = soap.compute(atoms[:8]).x
+    model = Model(soap, make_kernel("dot_product", dimension=soap.dimension, delta=0.1, zeta=2), x, np.ones(len(x)))
+    whole = observations.single_model_rows(atoms, model)
+    small = 3 * soap.dimension * 8 * 60  # a few centres' gradients per group
+    chunks = soap.centre_chunks(atoms, small)
+    assert len(chunks) > 4 and np.array_equal(np.concatenate(chunks), np.arange(len(atoms)))
+    monkeypatch.setattr(observations, "GRADIENT_CHUNK_BYTES", small)
+    chunked = observations.single_model_rows(atoms, model)
+    for name in ("energy", "local", "forces", "virial"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-12,
+                                   atol=1e-12 * np.abs(getattr(whole, name)).max())

@@ -186,7 +186,8 @@ def dry_run(comm, args):
 
     settings = collective(comm, settings_from_args, args)
     size = args.ranks or comm.Get_size()
-    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size, solver=settings.solver) and None)
+    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size, solver=settings.solver,
+                                        row_block_mb=settings.row_block_mb) and None)
     return 0
 
 
@@ -204,7 +205,8 @@ def report_memory(comm, settings, log, solver="auto"):
 
     def estimate():
         try:
-            return [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size(), solver)[1]]
+            sizes = memory.sample_sizes(settings)
+            return [e["peak"] for e in memory.plan(sizes, comm.Get_size(), solver, settings.row_block_mb)[1]]
         except Exception as exc:  # noqa: BLE001 - the fit is written; the report must not fail it
             return f"{type(exc).__name__}: {exc}"
 

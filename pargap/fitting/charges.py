@@ -76,7 +76,7 @@ def fit_charge_models(settings, comm, log, timer, seed, structures):
     from pargap.fitting.sparsify import select_sparse
     from pargap.fitting.stream import fold_rows, row_block_rows
     from pargap.gp.model import Model
-    from pargap.linalg.factor_standin import RowFactor
+    from pargap.linalg.factor import RowFactor
     from pargap.linalg.solve import covariance_sparse_tile
     from pargap.parallel import collective
 
@@ -108,7 +108,7 @@ def fit_charge_models(settings, comm, log, timer, seed, structures):
             models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
             log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
     M = sum(m.n_sparse for m in models)
-    factor = RowFactor.create(comm, M + 1, "serial" if settings.solver == "serial" else "tsqr")
+    solver = "serial" if settings.solver == "serial" else "tsqr"
 
     def count(s):
         return s.charges.n_rows
@@ -116,13 +116,15 @@ def fit_charge_models(settings, comm, log, timer, seed, structures):
     def build(s, out):
         out[:] = charge_covariance_rows([s], models, settings.at_file)
 
-    with timer.phase("charges: rows"):
-        rows_per_block = collective(comm, row_block_rows, comm, settings, charged, M + 1, count)
-        fold_rows(comm, factor, charged, build, rows_per_block, count=count)
-    n_total = comm.allreduce(sum(count(s) for s in charged))
-    log(f"charge K_NM: {n_total} rows x {M} sparse points")
-    with timer.phase("charges: solve"):
-        solution = factor.solve(lambda rows, cols: covariance_sparse_tile(models, settings.sparse_jitter, rows, cols))
+    with RowFactor.create(comm, M + 1, solver) as factor:
+        with timer.phase("charges: rows"):
+            rows_per_block = collective(comm, row_block_rows, comm, settings, charged, M + 1, count)
+            fold_rows(comm, factor, charged, build, rows_per_block, count=count)
+        n_total = comm.allreduce(sum(count(s) for s in charged))
+        log(f"charge K_NM: {n_total} rows x {M} sparse points")
+        with timer.phase("charges: solve"):
+            solution = factor.solve(lambda rows, cols: covariance_sparse_tile(models, settings.sparse_jitter, rows,
+                                                                              cols))
     log(f"charge model solved: condition estimate {solution.condition:.3e}, residual {solution.residual:.4e}")
     start = 0
     for m in models:

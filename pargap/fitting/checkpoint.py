@@ -230,7 +230,7 @@ def restore_factor(comm, folder, n_columns, solver):
     """The factor saved in ``folder``, restored on ``comm``'s ranks (any number) for ``solver``."""
     import h5py
 
-    from pargap.linalg.factor_standin import RowFactor
+    from pargap.linalg.factor import RowFactor
 
     path, name = _factor_file(folder)
     with h5py.File(path, "r") as f:

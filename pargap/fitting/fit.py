@@ -28,7 +28,7 @@ from pargap.gp.observations import VIRIAL_COMPONENTS, hessian_row, model_rows
 from pargap.parallel import SerialComm, collective, collective_flag, gather_sorted, on_root, partition_structures
 from pargap.potential.potential import Potential
 from pargap.progress import Log, PhaseTimer
-from pargap.linalg.factor_standin import RowFactor
+from pargap.linalg.factor import RowFactor
 from pargap.linalg.solve import choose_solver, covariance_sparse_tile
 from pargap.fitting.stream import fold_rows, row_block_rows, structure_rows
 from pargap.fitting.sparsify import DescriptorPool, select_sparse
@@ -381,6 +381,9 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
     n_new = comm.allreduce(sum(s.n_rows for s in structures))
     n_total = n_saved + n_new
+    store = settings.store_covariance  # keep R for the predictive variance
+    if store is None:
+        store = M <= STORE_COVARIANCE_MAX_M
 
     def save(done, n_rows):
         with timer.phase("checkpoint"):
@@ -393,46 +396,47 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         raise saved.Stopped(f"stopped (SIGTERM or --stop-after) {when}: checkpoint of {n_done} of "
                             f"{n_structures} structures written to {folder}; resume with --restart {folder}", folder)
 
-    with timer.phase("covariance rows"):
-        rows_per_block = collective(comm, row_block_rows, comm, settings, structures, M + 1)
-        log(f"K_NM: {n_total} rows x {M} sparse points, built and folded into the {solver} factor in blocks of "
-            f"at most {rows_per_block} rows ({rows_per_block * (M + 1) * 8 / 2**20:.1f} MB) per rank")
+    with factor:  # closed (ScaLAPACK's BLACS grids freed) on every path out
+        with timer.phase("covariance rows"):
+            rows_per_block = collective(comm, row_block_rows, comm, settings, structures, M + 1)
+            log(f"K_NM: {n_total} rows x {M} sparse points, built and folded into the {solver} factor in blocks of "
+                f"at most {rows_per_block} rows ({rows_per_block * (M + 1) * 8 / 2**20:.1f} MB) per rank")
 
-        def build(s, out):
-            structure_rows(s, models, e0, out, settings.at_file, settings.hessian_delta, core)
+            def build(s, out):
+                structure_rows(s, models, e0, out, settings.at_file, settings.hessian_delta, core)
 
-        new, interrupted, building, folding = fold_rows(comm, factor, structures, build, rows_per_block, stop)
-        finished = set(new)
-        folded = sum(s.n_rows for s in structures if s.index in finished)
-        done = _merged_indices(comm, covered, new)
-        n_done = n_saved + comm.allreduce(folded)
-    if interrupted or (stop is not None and stop.agreed()):  # a stop request before the solve
-        stopped(done, n_done, "while building rows" if n_done < n_total else "before the solve")
-    busy = comm.allgather(building)
-    log(f"row building per rank (CPU): slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, imbalance "
-        f"{100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%; folding slowest {max(comm.allgather(folding)):.3f} s")
-    complete = restart if restart and not n_new else None  # a checkpoint already holding every row
-    if checkpoint and not complete:
-        save(done, n_done)
-        complete = checkpoint
-        log(f"checkpoint written to {checkpoint}")
+            new, interrupted, building, folding = fold_rows(comm, factor, structures, build, rows_per_block, stop)
+            finished = set(new)
+            folded = sum(s.n_rows for s in structures if s.index in finished)
+            done = _merged_indices(comm, covered, new)
+            n_done = n_saved + comm.allreduce(folded)
+        if interrupted or (stop is not None and stop.agreed()):  # a stop request before the solve
+            stopped(done, n_done, "while building rows" if n_done < n_total else "before the solve")
+        busy = comm.allgather(building)
+        log(f"row building per rank (CPU): slowest {max(busy):.3f} s, mean {np.mean(busy):.3f} s, imbalance "
+            f"{100 * (max(busy) / max(np.mean(busy), 1e-12) - 1):.1f}%; folding: slowest "
+            f"{max(comm.allgather(folding)):.3f} s")
+        complete = restart if restart and not n_new else None  # a checkpoint already holding every row
+        if checkpoint and not complete:
+            save(done, n_done)
+            complete = checkpoint
+            log(f"checkpoint written to {checkpoint}")
 
-    with timer.phase("solve"):
-        if stop is not None:
-            stop.entering("solve")
+        with timer.phase("solve"):
+            if stop is not None:
+                stop.entering("solve")
 
-        def prior(rows, cols):  # tiles of K_MM + jitter I
-            return covariance_sparse_tile(models, settings.sparse_jitter, rows, cols)
+            def prior(rows, cols):  # tiles of K_MM + jitter I
+                return covariance_sparse_tile(models, settings.sparse_jitter, rows, cols)
 
-        solution = factor.solve(prior)
-        log(f"solved by {solver}: condition estimate {solution.condition:.3e}, "
-            f"residual {solution.residual:.4e}")
-    if stop is not None and stop.agreed():  # a stop request during the solve
-        if not complete:
-            stopped(done, n_done, "during the solve")
-        raise saved.Stopped(f"stopped (SIGTERM or --stop-after) during the solve: the checkpoint in {complete} "
-                            f"holds every structure; resume with --restart {complete}", complete)
-    del factor
+            solution = factor.solve(prior, keep_factor=bool(store) and solver != "scalapack")
+            log(f"solved by {solver}: condition estimate {solution.condition:.3e}, "
+                f"residual {solution.residual:.4e}")
+        if stop is not None and stop.agreed():  # a stop request during the solve
+            if not complete:
+                stopped(done, n_done, "during the solve")
+            raise saved.Stopped(f"stopped (SIGTERM or --stop-after) during the solve: the checkpoint in {complete} "
+                                f"holds every structure; resume with --restart {complete}", complete)
     start = 0
     for m in models:
         m.alpha = solution.alpha[start:start + m.n_sparse]
@@ -451,9 +455,6 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         "n_rows": int(n_total),
         "solver": solver,
     } | charge_info
-    store = settings.store_covariance
-    if store is None:
-        store = M <= STORE_COVARIANCE_MAX_M
     if store and solver == "scalapack":
         log("no predictive-variance factor (/gp) in the potential: the ScaLAPACK solver keeps R distributed "
             "(solver = \"tsqr\" keeps it, when its triangles fit on rank 0)")

@@ -8,13 +8,18 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     descriptors   descriptor values of the rank's structures, all models at once (no gradients):
                   n_desc (D + 2) 8 bytes, twice (per-structure arrays, then the concatenated pool)
     gradients     the transient of the worst structure while its rows are built, per model:
-                  G (3D + 8) 8 bytes of descriptor gradients (G gradient rows), the kernel-gradient
+                  G (3D + 8) 8 bytes of descriptor gradients (G gradient rows; SOAP's are built
+                  over groups of centres, so G <= GRADIENT_CHUNK_BYTES / (3D 8)), the kernel-gradient
                   block min(G, chunk) 3 M_k 8 bytes, and n_desc M_k 8 bytes x 4 (K, A, B, K~),
-                  plus its force rows n_atoms 3 M 8 bytes x 3 (per model, joined, scaled)
-    rows          the block [K_NM | y] of the rank, n_rows (M+1) 8 bytes
-    solve         the rows (factorised in place) plus (M+1)^2 8-byte triangles: 1 on a rank that
-                  only sends its R, 4 on a rank that merges two, and on rank 0 also K_MM's
-                  Cholesky factor and the prior rows (about 6 more)
+                  plus one model's force rows n_atoms 3 M_k 8 bytes (written into the row block
+                  model by model, pargap.fitting.stream.structure_rows)
+    rows          one row block [K_NM | y] (the rows are streamed: built a block at a time and
+                  folded into the factor), min(rank's rows, block rows) (M+1) 8 bytes, block rows
+                  from row_block_mb; plus the rank's triangle R being folded into, (M+1)^2 8 bytes
+                  (ScaLAPACK: its share of the distributed factor)
+    solve         the factor at the solve (pargap.linalg.factor.factor_bytes): on rank 0 for TSQR
+                  its triangle, the copy the prior is folded into and the prior rows; on the other
+                  ranks two triangles of the tree merge; ScaLAPACK its share, O(M^2 / P)
 
 and the estimated peak is the largest phase. The constants were measured on this machine
 (Linux, CPython 3.11, numpy/OpenBLAS, Open MPI 4.1, one thread per rank): the baseline from fits
@@ -129,87 +134,102 @@ def _count_sparse(g):
         return 0
 
 
-def gradient_bytes(n_atoms, desc, grad, dims, n_sparse):
-    """Transient bytes while one structure's rows are built (see the module docstring)."""
-    from pargap.gp.observations import gradient_chunk
+def gradient_bytes(n_atoms, desc, grad, dims, n_sparse, chunked=None):
+    """Transient bytes while one structure's rows are built (see the module docstring); the models
+    flagged in ``chunked`` (SOAP) build their gradients over groups of centres of at most
+    GRADIENT_CHUNK_BYTES (pargap.gp.observations.single_model_rows)."""
+    from pargap.gp.observations import GRADIENT_CHUNK_BYTES, gradient_chunk
 
-    M = sum(n_sparse)
     worst = 0.0
-    for n_d, G, D, M_k in zip(desc, grad, dims, n_sparse):
-        worst = max(worst, G * (3 * D + 8) * 8 + min(G, gradient_chunk(M_k)) * 3 * M_k * 8 + 4 * n_d * M_k * 8)
-    return GRADIENT_FACTOR * worst + 3 * n_atoms * 3 * M * 8
+    for n_d, G, D, M_k, by_centres in zip(desc, grad, dims, n_sparse, chunked or [False] * len(dims)):
+        if by_centres:
+            G = min(G, max(GRADIENT_CHUNK_BYTES // (3 * D * 8), 1))
+        worst = max(worst, G * (3 * D + 8) * 8 + min(G, gradient_chunk(M_k)) * 3 * M_k * 8 + 4 * n_d * M_k * 8
+                    + n_atoms * 3 * M_k * 8)
+    return GRADIENT_FACTOR * worst
 
 
-def estimate(sizes, structures, rank, size, solver="tsqr", height=None, total_rows=None):
+def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     """Estimated peak MB of each phase on ``rank`` of ``size`` owning ``structures`` (indices),
-    for the solver "tsqr", "scalapack" (``height``: the largest min(rows, M+1) over the ranks) or
-    "serial" (``total_rows``: all ranks' rows, gathered on rank 0)."""
+    for the solver "tsqr", "serial" or "scalapack", with row blocks of ``block_rows`` rows (None:
+    all the rank's rows in one block)."""
+    from pargap.linalg.factor import factor_bytes
+
     which = list(structures)
     M = sum(sizes.n_sparse)
+    n = M + 1
     base = BASE_MB + NUMBA_MB * (len(which) > 0) + SOAP_MB * sizes.has_soap + MPI_MB * (size > 1)
     held = (STRUCTURE_BYTES * len(which) + ATOM_BYTES * sizes.n_atoms[which].sum()) / MB
     desc = sum(sizes.desc[k, which].sum() * (D + 2) * 8 for k, D in enumerate(sizes.dims)) * DESCRIPTOR_COPIES / MB
-    grads = max((gradient_bytes(sizes.n_atoms[i], sizes.desc[:, i], sizes.grad[:, i], sizes.dims, sizes.n_sparse)
-                 for i in which), default=0.0) / MB
-    rows = sizes.n_rows[which].sum() * (M + 1) * 8 / MB
-    triangle = (M + 1) ** 2 * 8 / MB
-    if solver == "scalapack":  # padded copy of the rank's R_p (or rows) + its share of the stacked matrix
-        h = height if height is not None else min(sizes.n_rows[which].sum(), M + 1)
-        solve = rows + 2 * h * (M + 1) * 8 / MB + M * (M + 1) * 8 / size / MB
-    elif solver == "serial":  # rank 0 gathers every rank's rows and stacks them (two copies)
-        gathered = 2 * (total_rows if total_rows is not None else sizes.n_rows.sum()) * (M + 1) * 8 / MB
-        solve = rows + (gathered + 3 * triangle if rank == 0 else 0.0)
+    chunked = [name == "soap" for name in sizes.names] if sizes.names else None
+    grads = max((gradient_bytes(sizes.n_atoms[i], sizes.desc[:, i], sizes.grad[:, i], sizes.dims, sizes.n_sparse,
+                                chunked) for i in which), default=0.0) / MB
+    rows = sizes.n_rows[which].sum()
+    largest = sizes.n_rows[which].max(initial=0)
+    block = min(rows, max(block_rows or rows, largest)) * n * 8 / MB
+    if solver == "scalapack":
+        folding = solving = factor_bytes(solver, n, size) / MB
     else:
-        merges = rank % 2 == 0 and rank + 1 < size
-        solve = rows + (1 + 3 * merges + 6 * (rank == 0)) * triangle
+        triangle = n * n * 8 / MB
+        folding = triangle
+        solving = factor_bytes(solver, n, size) / MB if rank == 0 else 2 * triangle
     phases = {
         "descriptors": base + held + desc,
         "gradients": base + held + grads,
-        "covariance rows": base + held + rows + grads,
-        "solve": base + held + solve,
+        "covariance rows": base + held + block + folding + grads,
+        "solve": base + held + solving,
     }
     phases["peak"] = max(phases.values())
     return phases
+
+
+def planned_memory_per_rank():
+    """Bytes of memory per rank to plan for: PARGAP_MEMORY_PER_RANK, else this machine's
+    MemAvailable per core."""
+    import os
+
+    from pargap.linalg.solve import available_memory, parse_bytes
+
+    if os.environ.get("PARGAP_MEMORY_PER_RANK"):
+        return parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
+    return available_memory() / (os.cpu_count() or 1)
 
 
 def planned_solver(sizes, solver="auto", memory_per_rank=None):
     """The solver the fit's "auto" rule (pargap.linalg.solve.choose_solver) would pick for these sizes:
     tsqr while its triangles take at most MEMORY_FRACTION of ``memory_per_rank`` (bytes;
     PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core), scalapack otherwise."""
-    import os
-
-    from pargap.linalg.solve import MEMORY_FRACTION, TSQR_TRIANGLES, available_memory, parse_bytes
+    from pargap.linalg.solve import MEMORY_FRACTION, TSQR_TRIANGLES
 
     if solver != "auto":
         return solver
     if memory_per_rank is None:
-        if os.environ.get("PARGAP_MEMORY_PER_RANK"):
-            memory_per_rank = parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
-        else:
-            memory_per_rank = available_memory() / (os.cpu_count() or 1)
+        memory_per_rank = planned_memory_per_rank()
     M = sum(sizes.n_sparse)
     return "tsqr" if TSQR_TRIANGLES * 8.0 * (M + 1) ** 2 <= MEMORY_FRACTION * memory_per_rank else "scalapack"
 
 
-def plan(sizes, size, solver="auto"):
+def plan(sizes, size, solver="auto", row_block_mb=None):
     """Partition the structures over ``size`` ranks as the fit does (by neighbour-pair cost) ->
-    (Partition per rank, estimate per rank) for ``solver`` (as planned_solver decides for auto)."""
+    (Partition per rank, estimate per rank) for ``solver`` (as planned_solver decides for auto)
+    and row blocks of ``row_block_mb`` (None: the fit's default for the planned memory per rank)."""
+    from pargap.fitting.stream import MB as BLOCK_MB, default_row_block_mb
     from pargap.parallel import partitions
 
     parts = partitions(sizes.n_atoms.astype(int).tolist(), size, sizes.cost.tolist() if size > 1 else None)
     solver = planned_solver(sizes, solver)
     M = sum(sizes.n_sparse)
-    height = max((min(int(sizes.n_rows[list(p.structures)].sum()), M + 1) for p in parts), default=0)
-    return parts, [estimate(sizes, p.structures, p.rank, size, solver, height, int(sizes.n_rows.sum()))
-                   for p in parts]
+    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(planned_memory_per_rank())
+    block_rows = max(1, int(mb * BLOCK_MB // (8 * (M + 1))))
+    return parts, [estimate(sizes, p.structures, p.rank, size, solver, block_rows) for p in parts]
 
 
-def report(sizes, size, stream=None, solver="auto"):
+def report(sizes, size, stream=None, solver="auto", row_block_mb=None):
     """The --dry-run table: per rank, the rows, descriptors and estimated peak MB of each phase."""
     import sys
 
     stream = stream or sys.stdout
-    parts, estimates = plan(sizes, size, solver)
+    parts, estimates = plan(sizes, size, solver, row_block_mb)
     M = sum(sizes.n_sparse)
     n = len(sizes.n_atoms)
     print(f"[pargap] dry run: {n} structures, {int(sizes.n_atoms.sum())} atoms, {int(sizes.n_rows.sum())} rows "
