@@ -173,26 +173,31 @@ def main(argv=None):
                 print(f"pargap: stop request (SIGTERM or --stop-after) during the write: {settings.gp_file} is "
                       "complete; no memory report", file=sys.stderr, flush=True)
             return 0
-        report_memory(comm, settings, log, potential.provenance.get("solver", settings.solver))
+        report_memory(comm, settings, log, potential.provenance)
         return 0
 
     return run(body, comm)
 
 
 def dry_run(comm, args):
-    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit."""
+    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit. Under mpirun
+    the plan is for the launcher's ranks and their memory limits; with --ranks P on one process,
+    for P ranks sharing this node (or Slurm's tasks per node)."""
     from pargap.fitting import memory
+    from pargap.linalg.solve import memory_per_rank
     from pargap.parallel import collective, on_root
 
     settings = collective(comm, settings_from_args, args)
     size = args.ranks or comm.Get_size()
+    budget = memory_per_rank(comm) if args.ranks is None and comm.Get_size() > 1 else None
     on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size, solver=settings.solver,
-                                        row_block_mb=settings.row_block_mb) and None)
+                                        row_block_mb=settings.row_block_mb, memory_per_rank=budget) and None)
     return 0
 
 
-def report_memory(comm, settings, log, solver="auto"):
-    """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate."""
+def report_memory(comm, settings, log, provenance):
+    """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate for
+    the solver and row block the fit used (from ``provenance``)."""
     import numpy as np
 
     from pargap.fitting import memory
@@ -202,11 +207,13 @@ def report_memory(comm, settings, log, solver="auto"):
     if log.quiet:
         return
     peaks = np.array(comm.allgather(peak_memory_mb()))  # before the estimate's own work
+    solver = provenance.get("solver", settings.solver)
+    row_block_mb = provenance.get("row_block_mb", settings.row_block_mb)
 
     def estimate():
         try:
             sizes = memory.sample_sizes(settings)
-            return [e["peak"] for e in memory.plan(sizes, comm.Get_size(), solver, settings.row_block_mb)[1]]
+            return [e["peak"] for e in memory.plan(sizes, comm.Get_size(), solver, row_block_mb)[1]]
         except Exception as exc:  # noqa: BLE001 - the fit is written; the report must not fail it
             return f"{type(exc).__name__}: {exc}"
 

@@ -454,6 +454,7 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
         "condition_estimate": solution.condition,
         "n_rows": int(n_total),
         "solver": solver,
+        "row_block_mb": rows_per_block * (M + 1) * 8 / 2**20,  # as used: the memory plan's input
     } | charge_info
     if store and solver == "scalapack":
         log("no predictive-variance factor (/gp) in the potential: the ScaLAPACK solver keeps R distributed "

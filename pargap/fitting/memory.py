@@ -1,4 +1,5 @@
-"""Per-rank memory of a fit, estimated from the data's sizes before fitting (``pargap-fit --dry-run``).
+"""Per-rank memory of a fit, estimated from the data's sizes before fitting (``pargap-fit --dry-run``,
+the end-of-fit report, ``jobscripts/submit-slurm.sh``).
 
 Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
 
@@ -7,26 +8,35 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     structures    the rank's ase.Atoms and observations: STRUCTURE_BYTES + ATOM_BYTES per atom
     descriptors   descriptor values of the rank's structures, all models at once (no gradients):
                   n_desc (D + 2) 8 bytes, twice (per-structure arrays, then the concatenated pool)
-    gradients     the transient of the worst structure while its rows are built, per model:
-                  G (3D + 8) 8 bytes of descriptor gradients (G gradient rows; SOAP's are built
-                  over groups of centres, so G <= GRADIENT_CHUNK_BYTES / (3D 8)), the kernel-gradient
-                  block min(G, chunk) 3 M_k 8 bytes, and n_desc M_k 8 bytes x 4 (K, A, B, K~),
-                  plus one model's force rows n_atoms 3 M_k 8 bytes (written into the row block
-                  model by model, pargap.fitting.stream.structure_rows)
-    rows          one row block [K_NM | y] (the rows are streamed: built a block at a time and
-                  folded into the factor), min(rank's rows, block rows) (M+1) 8 bytes, block rows
-                  from row_block_mb; plus the rank's triangle R being folded into, (M+1)^2 8 bytes
-                  (ScaLAPACK: its share of the distributed factor)
-    solve         the factor at the solve (pargap.linalg.factor.factor_bytes): on rank 0 for TSQR
-                  its triangle, the copy the prior is folded into and the prior rows; on the other
-                  ranks two triangles of the tree merge; ScaLAPACK its share, O(M^2 / P)
+    sparse points the pool once, the transient of the selection of the costliest model
+                  (:func:`selection_bytes`: hash records, the candidates' copy, CUR's V_k rows and
+                  D x D triangles) and the chosen M_k x (D + 1) points, kept on every rank
+    covariance    the rows are streamed: one row block [K_NM | y] of at most row_block_mb (its
+    rows          height h: min(rank's rows, max(block rows, largest structure's rows))), h (M+1) 8
+                  bytes; the factor being folded into (:func:`fold_bytes`: TSQR its (M+1)^2
+                  triangle and tpqrt's panels; ScaLAPACK its share of G, (M+1)^2 / P + 2 h (M+1));
+                  the worst structure's transient (:func:`gradient_bytes`): per model G (3D + 8) 8
+                  bytes of descriptor gradients (G gradient rows; SOAP's are built over groups of
+                  centres, so G <= GRADIENT_CHUNK_BYTES / (3D 8)), the kernel-gradient block
+                  min(G, chunk) 3 M_k 8 bytes, n_desc M_k 8 bytes x 4 (K, A, B, K~) and one
+                  model's force rows n_atoms 3 M_k 8 bytes
+    solve         the factor at the solve (:func:`solve_bytes`, pargap.linalg.factor.factor_bytes):
+                  TSQR on rank 0 its triangle, the copy the prior is folded into, the prior rows
+                  [U | 0] and the K_MM panels; on the other ranks two triangles of the tree merge
+                  and a packed chunk; ScaLAPACK its share, 3 (M+1)^2 / P, and pdgeqrf's panels.
+                  A checkpoint (the triangle merged on rank 0, written in ROW_CHUNK-row slabs) and
+                  the potential's write (R's upper triangle gathered) hold less than the solve.
 
-and the estimated peak is the largest phase. The constants were measured on this machine
-(Linux, CPython 3.11, numpy/OpenBLAS, Open MPI 4.1, one thread per rank): the baseline from fits
-of 6 small structures (2b alone: 172 MB; with SOAP: 177 MB; +10 MB on rank 0 under MPI), the
-data terms from fits whose rows and triangles reach 240 MB and 150 MB (within 5%, P = 1 and 2;
-tests/test_memory.py, bench/scaling.py). ru_maxrss (the measured peak) counts resident pages, as
-a batch system's memory limit does. Other platforms may shift the baseline by some 10 MB.
+and the estimated peak is the largest phase. The sparse points and the structures stay to the end.
+The constants were measured on this machine (Linux, CPython 3.11, numpy/OpenBLAS, Open MPI 4.1, one
+thread per rank): the baseline from fits of 6 small structures (2b alone: 172 MB; with SOAP: 177 MB;
++10 MB on rank 0 under MPI); the data terms checked against ru_maxrss (which counts resident
+pages, as a batch system's limit does) on fits where they dominate, within 15% on every rank:
+2b + SOAP Ar cells (P = 1), 4-species SOAP on rMD17 molecules (P = 2), 2-species SOAP SiC at
+P = 2 and 16 (oversubscribed) (tests/test_memory.py). Other platforms may shift the baseline by
+some 10 MB. The memory per rank that decides the ``auto`` solver and the default row block is read
+as the fit reads it (:mod:`pargap.memory_limit`: Slurm, cgroup, MemAvailable, shared by the ranks
+on a node).
 
 The data's sizes come from :func:`sample_sizes`: the frame index (atom counts) of every structure
 and, for a sample of structures (all of them up to ``sample``, else the largest and an even spread),
@@ -47,6 +57,7 @@ STRUCTURE_BYTES = 20_000
 ATOM_BYTES = 2_000
 DESCRIPTOR_COPIES = 2.0
 GRADIENT_FACTOR = 1.5
+SELECT_RECORD_BYTES = 200
 SAMPLE = 256
 
 
@@ -68,6 +79,7 @@ class DataSizes:
     has_soap: bool
     sampled: int = 0
     names: list = field(default_factory=list)
+    methods: list = field(default_factory=list)
 
 
 def sample_indices(n_atoms, sample=SAMPLE):
@@ -123,7 +135,7 @@ def sample_sizes(settings, sample=SAMPLE):
         n_sparse.append(int(min(m, desc[k].sum())))
     return DataSizes(n_atoms, rows, cost, desc, grad, [d.dimension for d, _, _, _ in expanded], n_sparse,
                      any(d.name == "soap" for d, _, _, _ in expanded), len(which),
-                     [d.name for d, _, _, _ in expanded])
+                     [d.name for d, _, _, _ in expanded], [g.sparse_method for _, _, g, _ in expanded])
 
 
 def _count_sparse(g):
@@ -149,110 +161,184 @@ def gradient_bytes(n_atoms, desc, grad, dims, n_sparse, chunked=None):
     return GRADIENT_FACTOR * worst
 
 
+def selection_bytes(n_desc, D, M_k, method, root):
+    """Transient bytes of choosing one model's M_k sparse points from a rank's n_desc descriptors
+    of dimension D (pargap.fitting.sparsify.select_sparse): the hash records of the repeated-
+    descriptor check, the candidates' copy, for CUR the rows of V_k = X^T W_k S_k^-1 (k <= D/2,
+    twice) and the D x D triangles (three; five on rank 0 with the SVD's factors), and the chosen
+    points gathered on every rank and put in order (two copies)."""
+    b = n_desc * (SELECT_RECORD_BYTES + D * 8)
+    if method == "cur_points":
+        b += 2 * n_desc * max(D // 2, 1) * 8 + (5 if root else 3) * D * D * 8
+    return b + 2 * M_k * (D + 1) * 8
+
+
+def fold_bytes(solver, n_columns, size, height, rank):
+    """Bytes the factor holds on ``rank`` while row blocks of ``height`` rows are folded in, beyond
+    the block itself: tsqr its triangle and tpqrt's panel workspace; serial on rank 0 the same and
+    the block received from another rank; scalapack its share of the factor's matrix G
+    ((M+1 + P h) rows, block-cyclic), a padded copy of the block and pdgeqrf's workspace."""
+    from pargap.linalg.tsqr import PANEL
+
+    n = n_columns
+    if solver == "scalapack":
+        return 8.0 * (n * n / size + 2 * height * n + 4 * 64 * n)
+    if solver == "serial" and rank != 0:
+        return 0.0
+    received = height * n if solver == "serial" and size > 1 else 0
+    return 8.0 * (n * n + 2 * PANEL * n + received)
+
+
+def solve_bytes(solver, n_columns, size, rank):
+    """Bytes of the factor at the solve on ``rank`` (pargap.linalg.factor.factor_bytes on rank 0 for
+    tsqr and serial; a tree rank of tsqr holds its triangle, a received one and a packed chunk)."""
+    from pargap.linalg.factor import factor_bytes
+    from pargap.linalg.tsqr import CHUNK
+
+    n = n_columns
+    if solver == "scalapack" or rank == 0:
+        return factor_bytes(solver, n, size)
+    if solver == "serial":
+        return 0.0
+    return 8.0 * (2 * n * n + min(CHUNK, n * (n + 1) // 2))
+
+
 def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     """Estimated peak MB of each phase on ``rank`` of ``size`` owning ``structures`` (indices),
     for the solver "tsqr", "serial" or "scalapack", with row blocks of ``block_rows`` rows (None:
-    all the rank's rows in one block)."""
-    from pargap.linalg.factor import factor_bytes
-
+    all the rank's rows in one block). See the module docstring."""
     which = list(structures)
     M = sum(sizes.n_sparse)
     n = M + 1
     base = BASE_MB + NUMBA_MB * (len(which) > 0) + SOAP_MB * sizes.has_soap + MPI_MB * (size > 1)
     held = (STRUCTURE_BYTES * len(which) + ATOM_BYTES * sizes.n_atoms[which].sum()) / MB
-    desc = sum(sizes.desc[k, which].sum() * (D + 2) * 8 for k, D in enumerate(sizes.dims)) * DESCRIPTOR_COPIES / MB
+    local = [sizes.desc[k, which].sum() for k in range(len(sizes.dims))]
+    pool = sum(n_k * (D + 2) * 8 for n_k, D in zip(local, sizes.dims)) / MB
+    methods = sizes.methods or ["cur_points"] * len(sizes.dims)
+    sparse = sum(M_k * (D + 1) * 8 for M_k, D in zip(sizes.n_sparse, sizes.dims)) / MB
+    selecting = max((selection_bytes(n_k, D, M_k, method, rank == 0)
+                     for n_k, D, M_k, method in zip(local, sizes.dims, sizes.n_sparse, methods)), default=0.0) / MB
     chunked = [name == "soap" for name in sizes.names] if sizes.names else None
     grads = max((gradient_bytes(sizes.n_atoms[i], sizes.desc[:, i], sizes.grad[:, i], sizes.dims, sizes.n_sparse,
                                 chunked) for i in which), default=0.0) / MB
     rows = sizes.n_rows[which].sum()
     largest = sizes.n_rows[which].max(initial=0)
-    block = min(rows, max(block_rows or rows, largest)) * n * 8 / MB
-    if solver == "scalapack":
-        folding = solving = factor_bytes(solver, n, size) / MB
-    else:
-        triangle = n * n * 8 / MB
-        folding = triangle
-        solving = factor_bytes(solver, n, size) / MB if rank == 0 else 2 * triangle
+    height = min(rows, max(block_rows or rows, largest))
+    block = height * n * 8 / MB
+    folding = fold_bytes(solver, n, size, height, rank) / MB
+    solving = solve_bytes(solver, n, size, rank) / MB
     phases = {
-        "descriptors": base + held + desc,
-        "gradients": base + held + grads,
-        "covariance rows": base + held + block + folding + grads,
-        "solve": base + held + solving,
+        "descriptors": base + held + DESCRIPTOR_COPIES * pool,
+        "sparse points": base + held + pool + selecting + sparse,
+        "covariance rows": base + held + sparse + block + folding + grads,
+        "solve": base + held + sparse + solving,
     }
     phases["peak"] = max(phases.values())
     return phases
 
 
-def planned_memory_per_rank():
-    """Bytes of memory per rank to plan for: PARGAP_MEMORY_PER_RANK, else this machine's
-    MemAvailable per core."""
-    import os
+def planned_memory_per_rank(size, environ=None):
+    """Bytes of memory per rank to plan ``size`` ranks for, by the rule the fit uses
+    (:func:`pargap.memory_limit.limit_per_rank`): PARGAP_MEMORY_PER_RANK, else the tightest of the
+    Slurm, cgroup and MemAvailable limits, the node shared by Slurm's tasks per node, else by all
+    ``size`` ranks -> (bytes, source)."""
+    from pargap.memory_limit import limit_per_rank, slurm_tasks_per_node
 
-    from pargap.linalg.solve import available_memory, parse_bytes
-
-    if os.environ.get("PARGAP_MEMORY_PER_RANK"):
-        return parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
-    return available_memory() / (os.cpu_count() or 1)
+    return limit_per_rank(min(size, slurm_tasks_per_node(environ) or size), environ)
 
 
-def planned_solver(sizes, solver="auto", memory_per_rank=None):
-    """The solver the fit's "auto" rule (pargap.linalg.solve.choose_solver) would pick for these sizes:
-    tsqr while its triangles take at most MEMORY_FRACTION of ``memory_per_rank`` (bytes;
-    PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core), scalapack otherwise."""
-    from pargap.linalg.solve import MEMORY_FRACTION, TSQR_TRIANGLES
+def planned_solver(sizes, solver="auto", memory_per_rank=None, size=1):
+    """The solver the fit would use: ``solver`` unless "auto", then the fit's rule
+    (:func:`pargap.linalg.solve.auto_solver`) for ``memory_per_rank`` bytes (default
+    :func:`planned_memory_per_rank`)."""
+    from pargap.linalg.solve import auto_solver
 
     if solver != "auto":
         return solver
     if memory_per_rank is None:
-        memory_per_rank = planned_memory_per_rank()
-    M = sum(sizes.n_sparse)
-    return "tsqr" if TSQR_TRIANGLES * 8.0 * (M + 1) ** 2 <= MEMORY_FRACTION * memory_per_rank else "scalapack"
+        memory_per_rank = planned_memory_per_rank(size)[0]
+    return auto_solver(sum(sizes.n_sparse), size, memory_per_rank)[0]
 
 
-def plan(sizes, size, solver="auto", row_block_mb=None):
-    """Partition the structures over ``size`` ranks as the fit does (by neighbour-pair cost) ->
-    (Partition per rank, estimate per rank) for ``solver`` (as planned_solver decides for auto)
-    and row blocks of ``row_block_mb`` (None: the fit's default for the planned memory per rank)."""
-    from pargap.fitting.stream import MB as BLOCK_MB, default_row_block_mb
+@dataclass
+class Plan:
+    """The memory plan of a fit on ``size`` ranks: the solver and row block it would use, the
+    partition and the estimate (dict of phase -> MB, and "peak") of every rank."""
+
+    size: int
+    solver: str
+    row_block_mb: float
+    block_rows: int
+    memory_per_rank: float
+    memory_source: str
+    parts: list
+    estimates: list
+
+    @property
+    def peak(self):
+        return max(e["peak"] for e in self.estimates)
+
+
+def make_plan(sizes, size, solver="auto", row_block_mb=None, memory_per_rank=None):
+    """The :class:`Plan` of the fit of ``sizes`` on ``size`` ranks: the structures partitioned as
+    the fit does (by neighbour-pair cost, one pass for all ranks), the solver and the row block
+    chosen by the fit's rules for ``memory_per_rank`` bytes (default :func:`planned_memory_per_rank`)."""
+    from pargap.fitting.stream import default_row_block_mb
     from pargap.parallel import partitions
 
+    source = "given"
+    if memory_per_rank is None:
+        memory_per_rank, source = planned_memory_per_rank(size)
     parts = partitions(sizes.n_atoms.astype(int).tolist(), size, sizes.cost.tolist() if size > 1 else None)
-    solver = planned_solver(sizes, solver)
+    solver = planned_solver(sizes, solver, memory_per_rank, size)
     M = sum(sizes.n_sparse)
-    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(planned_memory_per_rank())
-    block_rows = max(1, int(mb * BLOCK_MB // (8 * (M + 1))))
-    return parts, [estimate(sizes, p.structures, p.rank, size, solver, block_rows) for p in parts]
+    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(memory_per_rank)
+    block_rows = max(1, int(mb * MB // (8 * (M + 1))))
+    estimates = [estimate(sizes, p.structures, p.rank, size, solver, block_rows) for p in parts]
+    return Plan(size, solver, mb, block_rows, memory_per_rank, source, parts, estimates)
 
 
-def report(sizes, size, stream=None, solver="auto", row_block_mb=None):
-    """The --dry-run table: per rank, the rows, descriptors and estimated peak MB of each phase."""
+def plan(sizes, size, solver="auto", row_block_mb=None, memory_per_rank=None):
+    """(Partition per rank, estimate per rank) of :func:`make_plan`."""
+    p = make_plan(sizes, size, solver, row_block_mb, memory_per_rank)
+    return p.parts, p.estimates
+
+
+COLUMNS = (("descriptors", "descriptors"), ("sparse pts", "sparse points"), ("cov. rows", "covariance rows"),
+           ("solve", "solve"), ("peak", "peak"))
+
+
+def report(sizes, size, stream=None, solver="auto", row_block_mb=None, memory_per_rank=None):
+    """The --dry-run table: per rank, the rows and the estimated peak MB of each phase; returns the
+    :class:`Plan`."""
     import sys
 
     stream = stream or sys.stdout
-    parts, estimates = plan(sizes, size, solver, row_block_mb)
+    p = make_plan(sizes, size, solver, row_block_mb, memory_per_rank)
     M = sum(sizes.n_sparse)
     n = len(sizes.n_atoms)
     print(f"[pargap] dry run: {n} structures, {int(sizes.n_atoms.sum())} atoms, {int(sizes.n_rows.sum())} rows "
           f"x {M} sparse points ({', '.join(f'{nm} {m}' for nm, m in zip(sizes.names, sizes.n_sparse))}); "
           f"{sizes.sampled} structures measured, the rest scaled by atom count", file=stream)
-    chosen = planned_solver(sizes, solver)
+    budget = "unknown" if not np.isfinite(p.memory_per_rank) else f"{p.memory_per_rank / MB:.0f} MB"
+    print(f"[pargap] memory per rank {budget} ({p.memory_source}; PARGAP_MEMORY_PER_RANK sets it for "
+          f"other nodes): solver {p.solver}" + (" (auto)" if solver == "auto" else "")
+          + f", row blocks of at most {p.block_rows} rows (row_block_mb = {p.row_block_mb:.1f})", file=stream)
     print(f"[pargap] estimated peak memory per rank (MB) on {size} rank(s), "
-          f"cost imbalance {100 * parts[0].imbalance:.1f}%; solve column for the {chosen} solver"
-          + (" (auto; set PARGAP_MEMORY_PER_RANK to the compute nodes' memory per rank to plan for them)"
-             if solver == "auto" else ""), file=stream)
-    header = f"{'rank':>6s} {'structures':>10s} {'rows':>10s} {'descriptors':>12s} {'gradients':>10s} " \
-             f"{'cov. rows':>10s} {'solve':>10s} {'peak':>10s}"
-    print(header, file=stream)
-    shown = range(size) if size <= 16 else sorted({0, 1, size - 1} | {int(np.argmax([e['peak'] for e in estimates]))})
+          f"cost imbalance {100 * p.parts[0].imbalance:.1f}%", file=stream)
+    print(f"{'rank':>6s} {'structures':>10s} {'rows':>10s} " + " ".join(f"{h:>11s}" for h, _ in COLUMNS),
+          file=stream)
+    peaks = [e["peak"] for e in p.estimates]
+    shown = range(size) if size <= 16 else sorted({0, 1, size - 1, int(np.argmax(peaks))})
     for r in shown:
-        e = estimates[r]
-        which = list(parts[r].structures)
-        print(f"{r:6d} {len(which):10d} {int(sizes.n_rows[which].sum()):10d} {e['descriptors']:12.1f} "
-              f"{e['gradients']:10.1f} {e['covariance rows']:10.1f} {e['solve']:10.1f} {e['peak']:10.1f}", file=stream)
-    peak = max(e["peak"] for e in estimates)
-    print(f"[pargap] largest estimated peak per rank: {peak:.0f} MB; ask the batch system for about "
-          f"{memory_request(peak)} per rank", file=stream)
-    return estimates
+        e = p.estimates[r]
+        which = list(p.parts[r].structures)
+        print(f"{r:6d} {len(which):10d} {int(sizes.n_rows[which].sum()):10d} "
+              + " ".join(f"{e[key]:11.1f}" for _, key in COLUMNS), file=stream)
+    print(f"[pargap] largest estimated peak per rank: {p.peak:.0f} MB; ask the batch system for about "
+          f"{memory_request(p.peak)} per rank (with --set solver={p.solver} --set row_block_mb={p.row_block_mb:.1f}, "
+          "as planned)", file=stream)
+    return p
 
 
 def memory_request(peak_mb, margin=1.2):
