@@ -12,7 +12,8 @@
 Data: the ten rMD17 training files (split 01, 1000 frames each, examples/fetch.py), 10,000
 structures, 156,000 atoms. Every 10th frame of each molecule is held out for validation (1000
 structures); the training part is the other 9000: 430,200 rows (energies and force components).
-A fraction f takes the first f of each molecule's training frames (nested subsets, the same mix
+Each molecule is centred in a box with 10 A of vacuum (no periodicity; gap_fit
+reads no energies from frames without a Lattice). A fraction f takes the first f of each molecule's training frames (nested subsets, the same mix
 of molecules), so rows grow with f and the sparse points stay M = 10,000 (H 4000, C 4000, N 1000,
 O 1000; the smallest fraction run, 25%, has more than enough N and O environments).
 
@@ -51,7 +52,7 @@ MOLECULES = ("aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde", "na
 SPECIES = {"H": 1, "C": 6, "N": 7, "O": 8}
 N_SPARSE = {"H": 4000, "C": 4000, "N": 1000, "O": 1000}
 SOAP = ("soap n_max={n_max} l_max={l_max} atom_sigma=0.5 cutoff=3.0 cutoff_transition_width=1.0 central_weight=1.0 "
-        "n_species=4 species_Z={{1 6 7 8}} Z={Z} zeta=4 delta=0.5 covariance_type=dot_product "
+        "n_species=4 species_Z={{{{1 6 7 8}}}} Z={Z} zeta=4 delta=0.5 covariance_type=dot_product "
         "n_sparse={n_sparse} sparse_method=cur_points add_species=F")
 COMMON = ("default_sigma={{0.0002 0.003 0.05 0.0}} e0={{{e0}}} energy_parameter_name=energy "
           "force_parameter_name=forces sparse_jitter=1.0e-8 rnd_seed=1")
@@ -68,6 +69,8 @@ def prepare(out, fraction):
         train, validation = [], []
         for name in MOLECULES:
             frames = ase.io.read(fetch(f"rmd17/rmd17_{name}_train_01.extxyz"), ":", format="extxyz")
+            for atoms in frames:  # a box (pbc stays F): gap_fit ignores the energies of frames without a Lattice
+                atoms.center(vacuum=10.0)
             held = [a for i, a in enumerate(frames) if i % 10 == 9]
             kept = [a for i, a in enumerate(frames) if i % 10 != 9]
             train += kept[:int(round(fraction * len(kept)))]
@@ -235,18 +238,24 @@ def measured(cmd, log_path, threads):
 
 
 def run_gapfit_dryrun(out, args):
+    """gap_fit dryrun=T on the 100% fit: its own memory estimate (per process), block and PEAK."""
     train, _, n_structures, n_atoms, n_rows = prepare(out, 1.0)
     words = line(train, out / "gapfit_dryrun.xml", fit_e0(train), args)
     text, seconds, peak = measured([gap_fit_binary(), *words, "dryrun=T"], out / "gapfit_dryrun.log", args.threads)
-    memory = re.findall(r"(?i)memory.*", text)
-    return {"fraction": 1.0, "rows": n_rows, "seconds": seconds, "peak_mb": peak, "estimate_lines": memory[-12:],
+    block = text[text.find("Memory Estimate"):]
+    block = block[:block.find("\n", block.find("PEAK")) if "PEAK" in block else len(block)]
+    top = re.search(r"PEAK\s+([0-9.]+)\s*([KMGT]?B)", block)
+    scale = {"B": 1e-9, "KB": 1e-6, "MB": 1e-3, "GB": 1.0, "TB": 1e3}
+    return {"fraction": 1.0, "rows": n_rows, "seconds": seconds, "peak_mb": peak,
+            "estimate_peak_gb": float(top.group(1)) * scale[top.group(2)] if top else None,
+            "estimate": [ln.strip() for ln in block.splitlines() if ln.strip() and "=" not in ln],
             "n_times_m_gb": n_rows * sum(int(v * args.sparse_scale) for v in N_SPARSE.values()) * 8 / 1e9}
 
 
 def run_gapfit(out, args, dryrun):
     fraction = args.gapfit_fraction
-    if fraction is None:  # the largest of 1, 1/2, 1/4, ... whose N x M matrix fits in the budget, x3 for copies
-        need = 3 * dryrun["n_times_m_gb"] if dryrun else np.inf
+    if fraction is None:  # the largest of 1, 1/2, 1/4, ... whose gap_fit estimate (linear in N) fits the budget
+        need = (dryrun.get("estimate_peak_gb") or 4 * dryrun["n_times_m_gb"]) if dryrun else np.inf
         fraction = 1.0
         while fraction * need > args.gapfit_budget and fraction > 1 / 64:
             fraction /= 2
@@ -290,8 +299,9 @@ def report(out):
                 f"(rows x{r['rows'] / base['rows']:.2f})" for r in pargap))
     dry = results.get("result_gapfit_dryrun")
     if dry:
-        print(f"gap_fit dryrun=T for 100% ({dry['rows']} rows): N x M x 8 = {dry['n_times_m_gb']:.1f} GB; "
-              f"its own lines on memory: {' | '.join(dry['estimate_lines']) or '(none printed)'}")
+        print(f"gap_fit dryrun=T for 100% ({dry['rows']} rows): its own estimate, PEAK {dry['estimate_peak_gb']} GB "
+              f"per process (N x M x 8 = {dry['n_times_m_gb']:.1f} GB):")
+        print("    " + "\n    ".join(dry["estimate"]))
     for key, r in results.items():
         if key.startswith("result_gapfit_") and key != "result_gapfit_dryrun":
             v = r["validation"]
