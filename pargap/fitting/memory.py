@@ -24,8 +24,11 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
                   TSQR on rank 0 its triangle, the copy the prior is folded into, the prior rows
                   [U | 0] and the K_MM panels; on the other ranks two triangles of the tree merge
                   and a packed chunk; ScaLAPACK its share, 3 (M+1)^2 / P, and pdgeqrf's panels.
-                  A checkpoint (the triangle merged on rank 0, written in ROW_CHUNK-row slabs) and
-                  the potential's write (R's upper triangle gathered) hold less than the solve.
+                  ScaLAPACK's G keeps room for a block, h (M+1), to the end
+    checkpoint    (--checkpoint, or on SIGTERM) the row block freed, :func:`checkpoint_bytes`: TSQR
+                  the triangles merged on rank 0 and written in ROW_CHUNK-row slabs (one copied);
+                  ScaLAPACK G's share and R redistributed in row slabs. The potential's write (R's
+                  upper triangle gathered on rank 0) holds less than the solve.
 
 and the estimated peak is the largest phase. The sparse points and the structures stay to the end.
 The constants were measured on this machine (Linux, CPython 3.11, numpy/OpenBLAS, Open MPI 4.1, one
@@ -203,6 +206,24 @@ def solve_bytes(solver, n_columns, size, rank):
     return 8.0 * (2 * n * n + min(CHUNK, n * (n + 1) // 2))
 
 
+def checkpoint_bytes(solver, n_columns, size, height, rank):
+    """Bytes of the factor while a checkpoint is written (pargap.fitting.checkpoint.save), the row
+    block freed: TSQR merges the triangles on rank 0 (two triangles and a packed chunk on a rank of
+    the tree) and writes its triangle in slabs of ROW_CHUNK rows (a C-ordered copy of one slab);
+    ScaLAPACK's G share plus the rank's slab of R redistributed by rows and its copy."""
+    from pargap.fitting.checkpoint import ROW_CHUNK
+    from pargap.linalg.tsqr import CHUNK
+
+    n = n_columns
+    if solver == "scalapack":
+        slab = -(-n // size)
+        return 8.0 * (n * n / size + height * n + slab * n + min(ROW_CHUNK, slab) * n)
+    if solver == "serial" and rank != 0:
+        return 0.0
+    merge = 2 * n * n + min(CHUNK, n * (n + 1) // 2) if solver == "tsqr" and size > 1 else n * n
+    return 8.0 * max(merge, n * n + min(ROW_CHUNK, n) * n if rank == 0 else 0)
+
+
 def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     """Estimated peak MB of each phase on ``rank`` of ``size`` owning ``structures`` (indices),
     for the solver "tsqr", "serial" or "scalapack", with row blocks of ``block_rows`` rows (None:
@@ -226,11 +247,13 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     height = min(rows, max(block_rows or rows, largest))
     block = height * n * 8 / MB
     folding = fold_bytes(solver, n, size, height, rank) / MB
-    solving = solve_bytes(solver, n, size, rank) / MB
+    solving = (solve_bytes(solver, n, size, rank) + 8.0 * height * n * (solver == "scalapack")) / MB  # G keeps room for h rows
+    saving = checkpoint_bytes(solver, n, size, height, rank) / MB
     phases = {
         "descriptors": base + held + DESCRIPTOR_COPIES * pool,
         "sparse points": base + held + pool + selecting + sparse,
         "covariance rows": base + held + sparse + block + folding + grads,
+        "checkpoint": base + held + sparse + saving,
         "solve": base + held + sparse + solving,
     }
     phases["peak"] = max(phases.values())
@@ -305,7 +328,7 @@ def plan(sizes, size, solver="auto", row_block_mb=None, memory_per_rank=None):
 
 
 COLUMNS = (("descriptors", "descriptors"), ("sparse pts", "sparse points"), ("cov. rows", "covariance rows"),
-           ("solve", "solve"), ("peak", "peak"))
+           ("checkpoint", "checkpoint"), ("solve", "solve"), ("peak", "peak"))
 
 
 def report(sizes, size, stream=None, solver="auto", row_block_mb=None, memory_per_rank=None):
