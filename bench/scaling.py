@@ -102,42 +102,61 @@ def alpha_of(path):
         return np.concatenate([f["models"][k]["alpha"][()] for k in sorted(f["models"], key=int)])
 
 
-def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0):
+def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0, row_block_mb=256):
     """Markdown tables of docs/scaling.md: per-rank memory, time and communication at N, M for
-    P = 64..4096, and the largest problem in ``budget_gb`` per rank, from a run's measured costs
-    and pargap.fitting.memory's model (its constants and formulas)."""
+    P = 64..4096 with streamed rows (row blocks of ``row_block_mb``), and the largest M in
+    ``budget_gb`` per rank, from a run's measured costs (row_rate_s, qr_gflops) and
+    pargap.fitting.memory's model (its constants and formulas) and pargap.linalg.factor's."""
     from pargap.fitting import memory
+    from pargap.linalg.factor import factor_bytes
 
     rate, gflops = measured["row_rate_s"], measured["qr_gflops"]
     base = (memory.BASE_MB + memory.NUMBA_MB + memory.SOAP_MB + memory.MPI_MB) * memory.MB
     # a 64-atom Si cell as the worst structure: 64 SOAP descriptors (D = 253), 64 x 35 gradient rows
-    worst = dict(n_atoms=64, desc=[64], grad=[64 * 35], dims=[253])
+    worst = dict(n_atoms=64, desc=[64], grad=[64 * 35], dims=[253], chunked=[True])
     T = lambda m: (m + 1) ** 2 * 8  # noqa: E731  one triangle, bytes
     gb = lambda b: b / 2**30  # noqa: E731
-    out = ["| P | rows per rank | rows block | worst structure's transient | sparse points x D "
-           "| TSQR triangles, rank 0 | peak, rank 0 (TSQR) | peak with a 2-D QR | building rows "
+    out = ["| P | rows per rank | row block | worst structure's transient | sparse points x D "
+           "| TSQR factor, rank 0 | peak, rank 0 (TSQR) | peak per rank (ScaLAPACK) | building rows "
            "| QR, 2 N M^2 flops | TSQR bytes, critical path |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     grad = memory.gradient_bytes(n_sparse=[M], **worst)
     sparse = M * 253 * 8
-    for P in (64, 256, 1024, 4096):
-        rows = N / P * (M + 1) * 8
+    for P in (64, 256, 512, 1024, 4096):
+        block = min(N / P * (M + 1) * 8, row_block_mb * 2**20)
         levels = int(np.ceil(np.log2(P)))
-        peak = base + sparse + rows + max(grad, 7 * T(M))
-        two_d = base + sparse + rows + max(grad, 2 * T(M) / P)
-        out.append(f"| {P} | {N / P:,.0f} | {gb(rows):.2f} GB | {gb(grad):.2f} GB | {gb(sparse):.2f} GB "
-                   f"| {gb(7 * T(M)):.0f} GB | {gb(peak):.0f} GB | {gb(two_d):.2f} GB | {N * M * rate / P:,.0f} s "
+        tsqr = factor_bytes("tsqr", M + 1, P)
+        peak = base + sparse + max(block + T(M) + grad, tsqr)
+        two_d = base + sparse + 2 * block + factor_bytes("scalapack", M + 1, P) + grad
+        out.append(f"| {P} | {N / P:,.0f} | {gb(block):.2f} GB | {gb(grad):.2f} GB | {gb(sparse):.2f} GB "
+                   f"| {gb(tsqr):.0f} GB | {gb(peak):.0f} GB | {gb(two_d):.2f} GB | {N * M * rate / P:,.0f} s "
                    f"| {2 * N * M**2 / (P * gflops * 1e9):,.0f} s "
-                   f"| {levels} x {gb(T(M)):.0f} GB = {gb(levels * T(M)):.0f} GB |")
-    out += ["", "| M | rows per rank in 2 GB (rank 0, TSQR) | N at P = 64 | N at P = 512 | N at P = 4096 |",
+                   f"| {levels} x {gb(T(M) / 2):.0f} GB = {gb(levels * T(M) / 2):.0f} GB |")
+    out += ["", f"| solver | largest M in {budget_gb:g} GB per rank (any N) | at P = 64 | at P = 512 | at P = 4096 |",
             "|---|---|---|---|---|"]
-    for m in (1000, 2000, 5000, 8000, 10000):
-        left = budget_gb * 2**30 - base - m * 253 * 8 - max(memory.gradient_bytes(n_sparse=[m], **worst), 7 * T(m))
-        n_p = max(left, 0) / ((m + 1) * 8)
-        out.append(f"| {m:,} | {n_p:,.0f} | " + " | ".join(f"{n_p * P:.1e}" for P in (64, 512, 4096)) + " |")
-    fixed = budget_gb * 2**30 - base - sparse - grad
-    out += ["", f"N = {N:.0e}, M = {M:.0e} with a 2-D QR: rows fit in {budget_gb:g} GB per rank from P = "
-            f"{int(np.ceil(N * (M + 1) * 8 / fixed)):,} (rows block <= {gb(fixed):.2f} GB per rank)."]
+
+    def largest(fits):
+        lo, hi = 1, 10**7
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+        return lo
+
+    budget = budget_gb * 2**30
+    block = row_block_mb * 2**20
+    for solver in ("tsqr", "scalapack"):
+        cells = []
+        for P in (64, 512, 4096):
+            def fits(m):
+                g = memory.gradient_bytes(n_sparse=[m], **worst)
+                if solver == "tsqr":
+                    need = max(block + T(m) + g, factor_bytes("tsqr", m + 1, P))
+                else:
+                    need = 2 * block + factor_bytes("scalapack", m + 1, P) + g
+                return base + m * 253 * 8 + need <= budget
+            cells.append(f"{largest(fits):,}")
+        out.append(f"| {solver} | (rank 0 holds three triangles)" if solver == "tsqr" else f"| {solver} | (3 M^2 / P per rank)")
+        out[-1] += " | " + " | ".join(cells) + " |"
     return "\n".join(out)
 
 

@@ -16,7 +16,8 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     rows          one row block [K_NM | y] (the rows are streamed: built a block at a time and
                   folded into the factor), min(rank's rows, block rows) (M+1) 8 bytes, block rows
                   from row_block_mb; plus the rank's triangle R being folded into, (M+1)^2 8 bytes
-                  (ScaLAPACK: its share of the distributed factor)
+                  (ScaLAPACK: its share of the distributed factor, and the block's share of the
+                  panel it is folded as, one more block)
     solve         the factor at the solve (pargap.linalg.factor.factor_bytes): on rank 0 for TSQR
                   its triangle, the copy the prior is folded into and the prior rows; on the other
                   ranks two triangles of the tree merge; ScaLAPACK its share, O(M^2 / P)
@@ -167,8 +168,9 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     rows = sizes.n_rows[which].sum()
     largest = sizes.n_rows[which].max(initial=0)
     block = min(rows, max(block_rows or rows, largest)) * n * 8 / MB
-    if solver == "scalapack":
+    if solver == "scalapack":  # the block's share of the distributed panel it is folded as: one more block
         folding = solving = factor_bytes(solver, n, size) / MB
+        block *= 2
     else:
         triangle = n * n * 8 / MB
         folding = triangle
