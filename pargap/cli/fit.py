@@ -27,10 +27,10 @@ def parser():
                    help="override a setting (TOML value syntax; e.g. --set sparse_jitter=1e-8 "
                    "--set gap.0.n_sparse=50); repeatable")
     p.add_argument("--checkpoint", metavar="DIR",
-                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve; "
-                   "on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
+                   help="save the models and the factor of the covariance rows to DIR (parallel HDF5) before the "
+                   "solve; on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
     p.add_argument("--restart", metavar="DIR",
-                   help="go on from the checkpoint in DIR (same settings; any number of ranks): build the "
+                   help="go on from the checkpoint in DIR (same settings; any number of ranks): fold in the "
                    "rows it lacks, then solve")
     p.add_argument("--stop-after", type=float, metavar="SECONDS",
                    help="after this many seconds, stop as on SIGTERM: save a checkpoint at the next safe "
