@@ -92,10 +92,12 @@ def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=
     blocks = row_blocks(structures, rows_per_block, count)
     n_rounds = max(comm.allgather(len(blocks)))
     height = max((sum(count(s) for s in b) for b in blocks), default=0)
-    buffer = np.empty((height, factor.n_columns), order="F")
+    memory = np.empty(height * factor.n_columns)  # one block, reused every round
     done, stopped, building, folding = [], False, 0.0, 0.0
     for k in range(n_rounds):
         group = blocks[k] if k < len(blocks) else []
+        # Fortran-ordered and contiguous: LAPACK folds it in place, with no copy
+        buffer = memory[:sum(count(s) for s in group) * factor.n_columns].reshape((-1, factor.n_columns), order="F")
 
         def build_block():
             n = 0
@@ -116,7 +118,7 @@ def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=
         building, folding = building + middle - begin, folding + time.process_time() - middle
         if stopped:
             break
-    del buffer
+    del memory, buffer
     return done, stopped, building, folding
 
 
