@@ -222,7 +222,7 @@ def plan(sizes, size, solver="auto", row_block_mb=None):
                                   sizes.cost.tolist() if size > 1 else None) for r in range(size)]
     solver = planned_solver(sizes, solver)
     M = sum(sizes.n_sparse)
-    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(planned_memory_per_rank())
+    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(planned_memory_per_rank(), M + 1)
     block_rows = max(1, int(mb * BLOCK_MB // (8 * (M + 1))))
     return parts, [estimate(sizes, p.structures, p.rank, size, solver, block_rows) for p in parts]
 

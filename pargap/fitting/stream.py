@@ -21,17 +21,19 @@ from pargap.gp.observations import VIRIAL_COMPONENTS, hessian_row, single_model_
 from pargap.parallel import collective_flag
 
 MB = 2**20
+ROW_BLOCK_ROWS = 2048
+"""By default a row block holds this many rows (16 of tpqrt's 128-row panels: enough for BLAS-3
+speed; more rows fold no faster) ..."""
 ROW_BLOCK_FRACTION = 0.05
-"""By default a row block takes this fraction of the memory per rank ..."""
-ROW_BLOCK_MAX_MB = 256.0
-"""... but at most this much: beyond a few thousand rows a bigger block folds no faster."""
+"""... but takes at most this fraction of the memory per rank ..."""
 ROW_BLOCK_MIN_MB = 4.0
+"""... and at least this much (and always one structure's rows)."""
 
 
-def default_row_block_mb(memory_per_rank):
-    """row_block_mb when unset: ROW_BLOCK_FRACTION of the memory per rank (bytes), clipped to
-    [ROW_BLOCK_MIN_MB, ROW_BLOCK_MAX_MB]."""
-    return float(np.clip(ROW_BLOCK_FRACTION * memory_per_rank / MB, ROW_BLOCK_MIN_MB, ROW_BLOCK_MAX_MB))
+def default_row_block_mb(memory_per_rank, n_columns):
+    """row_block_mb when unset: ROW_BLOCK_ROWS rows of ``n_columns`` float64, at most
+    ROW_BLOCK_FRACTION of the memory per rank (bytes), at least ROW_BLOCK_MIN_MB."""
+    return float(max(ROW_BLOCK_MIN_MB, min(ROW_BLOCK_ROWS * n_columns * 8 / MB, ROW_BLOCK_FRACTION * memory_per_rank / MB)))
 
 
 def n_rows(structure):
@@ -45,7 +47,7 @@ def row_block_rows(comm, settings, structures, n_columns, count=n_rows):
     from pargap.linalg.solve import memory_per_rank
 
     chosen = settings.row_block_mb is not None
-    mb = settings.row_block_mb if chosen else default_row_block_mb(memory_per_rank(comm))
+    mb = settings.row_block_mb if chosen else default_row_block_mb(memory_per_rank(comm), n_columns)
     return block_rows(structures, n_columns, mb, settings.at_file, chosen, count)
 
 
@@ -118,7 +120,6 @@ def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=
         building, folding = building + middle - begin, folding + time.process_time() - middle
         if stopped:
             break
-    del memory, buffer
     return done, stopped, building, folding
 
 

@@ -69,8 +69,8 @@ DESCRIPTIONS = {
                           "block-cyclic QR, K_MM distributed too), `serial` (rows gathered on rank 0: a reference) "
                           "or `auto` (tsqr when its (M+1)^2 triangles fit in half the memory per rank)",
     "FitSettings.row_block_mb": "MB of covariance rows each rank builds and folds into the factor at a time "
-                                "(memory per rank: one block plus the factor, whatever the data's size); unset: "
-                                "5% of the memory per rank, between 4 and 256 MB, and at least the largest structure",
+                                "(memory per rank: one block plus the factor, whatever the data's size); unset: 2048 rows, "
+                                "at most 5% of the memory per rank, at least 4 MB and the largest structure's rows",
     "FitSettings.do_copy_at_file": "accepted for gap_fit command lines; no effect (no XML copy of the data)",
     "FitSettings.sparse_separate_file": "accepted for gap_fit command lines; no effect (one HDF5 file)",
     "GapSettings.descriptor": "the descriptor: pair distance, angle triplet (r_ij + r_ik, (r_ij - r_ik)^2, r_jk) "
