@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/compare.py [--ranks 1 2] [--kernel average] [--per-file 100]
 
-1000 structures: the first 100 of each of the ten ../shared/data/rmd17/*_train_01.extxyz files
+1000 structures: the first 100 of each of the ten rMD17 rmd17_*_train_01.extxyz files of examples/data
 (aspirin ... uracil; 9 to 24 atoms, species H C N O). SOAP l_max=6 n_max=8 cutoff=5.0
 atom_sigma=0.5 zeta=2 (one SOAP per centre species, D = 3697). Each run is
 ``mpirun -n P python -m pargap.cli.compare db.xyz -o K.h5``; reported: wall time of the whole
@@ -25,17 +25,17 @@ import h5py
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "rmd17"
+sys.path.insert(0, str(HERE.parent / "examples"))
+from fetch import fetch  # noqa: E402  examples/fetch.py: the data in the repository, unpacked into a cache
+MOLECULES = ("aspirin", "azobenzene", "benzene", "ethanol", "malonaldehyde", "naphthalene", "paracetamol",
+             "salicylic", "toluene", "uracil")
 SOAP = "l_max=6 n_max=8 cutoff=5.0 atom_sigma=0.5 zeta=2"
 
 
 def database(folder, per_file):
-    files = sorted(DATA.glob("*_train_01.extxyz"))
-    if len(files) != 10:
-        sys.exit(f"expected 10 *_train_01.extxyz files in {DATA}, found {len(files)}")
     frames = []
-    for path in files:
-        frames.extend(ase.io.read(path, f":{per_file}", parallel=False))
+    for molecule in MOLECULES:
+        frames.extend(ase.io.read(fetch(f"rmd17/rmd17_{molecule}_train_01.extxyz"), f":{per_file}", parallel=False))
     ase.io.write(folder / "db.xyz", frames, format="extxyz")
     return len(frames), sum(map(len, frames))
 

@@ -4,7 +4,7 @@
 
 2-body (20 uniform points) + SOAP (n_max=8, l_max=6, cutoff 5, atom_sigma 0.5, zeta 4, 1000 CUR
 points, delta 1), default_sigma={0.003 0.1 0.05 0}, e0 average, on 9/10 of
-../shared/data/zuo2020_mlip_benchmark/Si_train.xyz; errors on the held-out tenth (every 10th
+zuo2020_mlip_benchmark/Si_train.xyz (examples/fetch.py); errors on the held-out tenth (every 10th
 structure). gap_fit (QUIP's, wheel quippy-ase in bench/.venv, one OpenMP thread) is the baseline,
 run in the same invocation; ratios are gap_fit / pargap (above 1: pargap better).
 Published GAP test errors for this benchmark: 2.91 meV/atom, 0.07 eV/A (MAE).
@@ -16,6 +16,7 @@ import os
 import re
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +24,9 @@ from pathlib import Path
 import ase.io
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "zuo2020_mlip_benchmark" / "Si_train.xyz"
+sys.path.insert(0, str(HERE.parent / "examples"))
+from fetch import fetch  # noqa: E402  examples/fetch.py: the data in the repository, unpacked into a cache
+DATA = "zuo2020_mlip_benchmark/Si_train.xyz"
 TWO_BODY = "distance_2b cutoff=5.0 cutoff_transition_width=1.0 covariance_type=ard_se delta=1.0 theta_uniform=1.0 n_sparse=20 sparse_method=uniform"
 SOAP = ("soap n_max=8 l_max=6 cutoff=5.0 cutoff_transition_width=1.0 atom_sigma=0.5 zeta=4 delta=1.0 "
         "covariance_type=dot_product n_sparse=1000 sparse_method=cur_points")
@@ -31,7 +34,7 @@ COMMON = "default_sigma={0.003 0.1 0.05 0.0} e0_method=average energy_parameter_
 
 
 def split(folder):
-    frames = ase.io.read(DATA, ":")
+    frames = ase.io.read(fetch(DATA), ":")
     train = [a for i, a in enumerate(frames) if i % 10 != 9]
     test = [a for i, a in enumerate(frames) if i % 10 == 9]
     ase.io.write(folder / "train.xyz", train, format="extxyz")

@@ -3,7 +3,7 @@
     .venv/bin/python bench/scaling.py [--ranks 1 2 4] [--n-sparse 1000] [--json out.json]
     .venv/bin/python bench/scaling.py --model out.json     # docs/scaling.md's tables from a run
 
-Fit: Zuo et al.'s silicon training set (../shared/data/zuo2020_mlip_benchmark/Si_train.xyz, all
+Fit: Zuo et al.'s silicon training set (zuo2020_mlip_benchmark/Si_train.xyz of examples/fetch.py, all
 214 structures), 2-body (20 uniform points) + SOAP (n_max 8, l_max 6, cutoff 5, zeta 4, CUR
 points), as bench/fit.py. For every P: the --dry-run estimate of each rank's peak, then the fit
 under mpirun; printed are the phase times (wall, max over ranks), the row-building CPU time per
@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "zuo2020_mlip_benchmark" / "Si_train.xyz"
+sys.path.insert(0, str(HERE.parent / "examples"))
+from fetch import fetch  # noqa: E402  examples/fetch.py: the data in the repository, unpacked into a cache
+DATA = "zuo2020_mlip_benchmark/Si_train.xyz"
 CORES = 2
 
 SETTINGS = """
@@ -165,12 +167,13 @@ def main():
     p.add_argument("--model", metavar="RUN.json", help="print docs/scaling.md's model tables from a run's --json")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--n-sparse", type=int, default=1000, help="SOAP sparse points (default 1000)")
-    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--data", help="training file (default: fetch.py's %s)" % DATA)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     if args.model:
         print(model_tables(json.loads(Path(args.model).read_text())))
         return
+    args.data = args.data or str(fetch(DATA))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -2,22 +2,24 @@
 # Shared body of examples/<name>/run.sh: split, fit, evaluate, print a one-line summary.
 # Source it from run.sh after setting:
 #   EXAMPLE      name printed in the summary (e.g. zuo2020-Si)
-#   SOURCE       training file, relative to DATA_DIR (e.g. zuo2020_mlip_benchmark/Si_train.xyz)
+#   SOURCE       training file, a name of examples/fetch.py (e.g. zuo2020_mlip_benchmark/Si_train.xyz)
 #   SPLIT_ARGS   extra options of examples/split.py (array; may be empty)
 #   PUB_E PUB_F  published MAE (energy, force) in the units below, or nan; PUB_NOTE: which model and
 #                where from (the published GAP where there is one)
 #   E_UNIT       meV/atom, or meV/molecule (per-atom MAE times the atoms per molecule)
 #   F_UNIT       eV/A or meV/A
-# then call: run_example "$@"   (the optional argument is DATA_DIR; default ../shared/data seen
-# from the repository root). NPROC (default 2) sets the MPI ranks of the fit.
+# then call: run_example "$@"   (the optional argument is DATA_DIR, a folder holding SOURCE; by
+# default examples/fetch.py provides it from the repository). NPROC (default 2) sets the MPI ranks.
 
 run_example() {
     set -euo pipefail
-    local here root data_dir start fit_wall total_start
+    local here root train_file start fit_wall total_start
     here="$(cd -- "$(dirname -- "${BASH_SOURCE[1]}")" && pwd -P)"
     root="$(cd -- "$here/../.." && pwd -P)"
-    data_dir="${1:-$root/../shared/data}"
-    data_dir="$(cd -- "$data_dir" && pwd -P)"
+    if [ $# -ge 1 ]; then
+        DATA_DIR="$(cd -- "$1" && pwd -P)"
+        export DATA_DIR
+    fi
     local nproc="${NPROC:-2}"
     total_start=$SECONDS
 
@@ -26,7 +28,8 @@ run_example() {
     # shellcheck source=../bin/env.sh
     source "$root/bin/env.sh"
 
-    python "$root/examples/split.py" "$data_dir/$SOURCE" "$here" "${SPLIT_ARGS[@]}"
+    train_file="$(python "$root/examples/fetch.py" "$SOURCE")"
+    python "$root/examples/split.py" "$train_file" "$here" "${SPLIT_ARGS[@]}"
     cd "$here"
     rm -f potential.h5
     echo "[example] $EXAMPLE: mpirun -n $nproc pargap-fit fit.toml   (log: $here/fit.log)"

@@ -3,7 +3,7 @@
 
 Source: Ta SNAP training data of Thompson et al., J. Comput. Phys. 285, 316 (2015), as
 distributed with FitSNAP (github.com/FitSNAP/FitSNAP @ 1a9b0507fa2ba292a6497ec363707944c1cb89cd,
-examples/Ta_XYZ/XYZ, GPL-2.0), in the 295-config extxyz file prepared under shared/data.
+examples/Ta_XYZ/XYZ, GPL-2.0), in the 295-config extxyz file of examples/data/ta_snap_thompson2015.
 
 What this script does (see examples/README.md):
   * split: within each config_type, in file order, the config with 0-based index k goes to
@@ -17,8 +17,8 @@ What this script does (see examples/README.md):
 
 Usage (from the repository root):
     python3 examples/make_ta_example.py [SOURCE_XYZ]
-SOURCE_XYZ defaults to ../shared/data/ta_snap_thompson2015/Ta_train.xyz relative to the
-repository root. Output goes next to this script. Only the standard library is used.
+SOURCE_XYZ defaults to the plain copy of ta_snap_thompson2015/Ta_train.xyz that examples/fetch.py
+gives. Output goes next to this script. Only the standard library is used.
 """
 import argparse
 import os
@@ -31,8 +31,7 @@ EV_PER_A3_IN_GPA = 160.21766208  # 1 eV/A^3 = 160.21766208 GPa
 GPA_PER_BAR = 1e-4
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(HERE)
-DEFAULT_SRC = os.path.join(REPO_ROOT, "..", "shared", "data", "ta_snap_thompson2015", "Ta_train.xyz")
+TA_SOURCE = "ta_snap_thompson2015/Ta_train.xyz"  # a name of examples/fetch.py
 PROPERTIES = "species:S:1:pos:R:3:forces:R:3"
 
 
@@ -175,10 +174,14 @@ def sign_check(frames):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("source", nargs="?", default=DEFAULT_SRC, help="source Ta_train.xyz (default: %(default)s)")
+    ap.add_argument("source", nargs="?", help=f"source Ta_train.xyz (default: fetch.py's {TA_SOURCE})")
     ap.add_argument("--outdir", default=HERE, help="output directory (default: this script's directory)")
     ap.add_argument("--check", action="store_true", help="print the virial sign check on Volume_* groups")
     args = ap.parse_args(argv)
+    if args.source is None:
+        sys.path.insert(0, HERE)
+        from fetch import fetch
+        args.source = fetch(TA_SOURCE)
 
     frames = read_frames(args.source)
     by_type, train, test = split(frames)

@@ -18,13 +18,15 @@ from pargap.settings.config import load_toml
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-DATA = ROOT.parent / "shared" / "data"
 NAMES = [f"zuo2020-{el}" for el in ("Ni", "Cu", "Li", "Mo", "Si", "Ge")] + [
     "ta", "w", "rmd17-aspirin", "rmd17-ethanol", "rmd17-benzene"]
 
 _spec = importlib.util.spec_from_file_location("examples_split", EXAMPLES / "split.py")
 split = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(split)
+_spec = importlib.util.spec_from_file_location("examples_fetch", EXAMPLES / "fetch.py")
+fetch = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fetch)
 
 
 def run_sh_value(name, key):
@@ -43,9 +45,9 @@ def test_example_folder(name):
     settings = load_toml(folder / "fit.toml")
     assert settings.at_file == "train.xyz" and settings.gp_file == "potential.h5"
     assert run_sh_value(name, "EXAMPLE") == name
-    source = DATA / run_sh_value(name, "SOURCE")
-    if DATA.is_dir():
-        assert source.is_file(), f"{name}: training data {source} not found"
+    source = run_sh_value(name, "SOURCE")
+    assert source in fetch.expected_sums(), f"{name}: training data {source} has no checksum in {fetch.SUMS}"
+    assert (EXAMPLES / "data" / f"{source}.xz").is_file() or source in fetch.REMOTE, f"{name}: no source for {source}"
 
 
 def _frames(path):
@@ -114,11 +116,12 @@ def test_stress_bar_to_virial_sign_and_units(tmp_path):
     assert np.trace(virial) > 0  # GAP convention: positive under compression
 
 
-@pytest.mark.skipif(not (DATA / "ta_snap_thompson2015" / "Ta_train.xyz").is_file(), reason="shared data absent")
-def test_stress_conversion_matches_the_ta_quickstart(tmp_path):
+def test_stress_conversion_matches_the_ta_quickstart(tmp_path, monkeypatch):
     """The virials agree with examples/Ta_train.xyz, converted by make_ta_example.py and checked
     there against -V dE/dV on the volume scans."""
-    split.split_file(DATA / "ta_snap_thompson2015" / "Ta_train.xyz", tmp_path, stress_bar=True)
+    monkeypatch.delenv("DATA_DIR", raising=False)
+    monkeypatch.setenv("PARGAP_DATA_CACHE", str(tmp_path / "cache"))
+    split.split_file(fetch.fetch("ta_snap_thompson2015/Ta_train.xyz"), tmp_path, stress_bar=True)
     ours = {round(a.info["energy"], 6): a.info["virial"] for a in ase.io.read(tmp_path / "train.xyz", ":")}
     checked = 0
     for a in ase.io.read(EXAMPLES / "Ta_train.xyz", ":20"):

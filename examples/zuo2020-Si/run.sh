@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Zuo et al. (2020) silicon GAP: fit on the training part, validate on the held-out part.
-# Usage: run.sh [DATA_DIR]   (from any directory; DATA_DIR defaults to ../shared/data seen from the
-# repository root; NPROC=4 run.sh for 4 MPI ranks). Writes train.xyz, validation.xyz, potential.h5,
+# Usage: run.sh [DATA_DIR]   (from any directory; without DATA_DIR examples/fetch.py gives the
+# data; NPROC=4 run.sh for 4 MPI ranks). Writes train.xyz, validation.xyz, potential.h5,
 # fit.log, eval.log, eval.json and summary.json into this folder.
 set -euo pipefail
 EXAMPLE=zuo2020-Si

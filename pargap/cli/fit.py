@@ -9,8 +9,8 @@ import argparse
 import sys
 
 from pargap.cli.common import EXIT_ERROR, run, start_mpi
-from pargap.settings.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
 from pargap.errors import ConfigError
+from pargap.settings.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
 
 
 def parser():
@@ -131,7 +131,8 @@ def main(argv=None):
 
     def body():
         from pargap.fitting.checkpoint import EXIT_STOPPED, StopSignal, Stopped
-        from pargap.fitting.fit import fit, write_potential
+        from pargap.fitting.fit import fit
+        from pargap.fitting.output import write_potential
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
 

@@ -12,7 +12,7 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
                   over groups of centres, so G <= GRADIENT_CHUNK_BYTES / (3D 8)), the kernel-gradient
                   block min(G, chunk) 3 M_k 8 bytes, and n_desc M_k 8 bytes x 4 (K, A, B, K~),
                   plus one model's force rows n_atoms 3 M_k 8 bytes (written into the row block
-                  model by model, pargap.fitting.stream.structure_rows)
+                  model by model, pargap.fitting.rows.structure_rows)
     rows          one row block [K_NM | y] (the rows are streamed: built a block at a time and
                   folded into the factor), min(rank's rows, block rows) (M+1) 8 bytes, block rows
                   from row_block_mb; plus the rank's triangle R being folded into, (M+1)^2 8 bytes
@@ -84,9 +84,9 @@ def sample_indices(n_atoms, sample=SAMPLE):
 def sample_sizes(settings, sample=SAMPLE):
     """DataSizes of ``settings.at_file`` with the models of ``settings`` (serial, one process)."""
     from pargap.data.frames import extract, read_frames, scan_frames
-    from pargap.fitting.fit import expand_models, structure_cost
+    from pargap.fitting.species import expand_models, species_order
+    from pargap.fitting.structures import structure_cost
     from pargap.parallel import SerialComm
-    from pargap.fitting.fit import species_order
 
     index = scan_frames(settings.at_file)
     n_atoms = np.array(index.n_atoms, dtype=float)
@@ -185,45 +185,38 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     return phases
 
 
-def planned_memory_per_rank():
-    """Bytes of memory per rank to plan for: PARGAP_MEMORY_PER_RANK, else this machine's
-    MemAvailable per core."""
+def planned_solver(sizes, solver="auto", memory_per_rank=None):
+    """The solver the fit's "auto" rule would pick for these sizes:
+    :func:`~pargap.linalg.solve.auto_solver` for ``memory_per_rank`` (bytes; default
+    PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core)."""
     import os
 
-    from pargap.linalg.solve import available_memory, parse_bytes
-
-    if os.environ.get("PARGAP_MEMORY_PER_RANK"):
-        return parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
-    return available_memory() / (os.cpu_count() or 1)
-
-
-def planned_solver(sizes, solver="auto", memory_per_rank=None):
-    """The solver the fit's "auto" rule (pargap.linalg.solve.choose_solver) would pick for these sizes:
-    tsqr while its triangles take at most MEMORY_FRACTION of ``memory_per_rank`` (bytes;
-    PARGAP_MEMORY_PER_RANK, else this machine's MemAvailable per core), scalapack otherwise."""
-    from pargap.linalg.solve import MEMORY_FRACTION, TSQR_TRIANGLES
+    from pargap.linalg.solve import auto_solver, node_memory_per_rank
 
     if solver != "auto":
         return solver
     if memory_per_rank is None:
-        memory_per_rank = planned_memory_per_rank()
-    M = sum(sizes.n_sparse)
-    return "tsqr" if TSQR_TRIANGLES * 8.0 * (M + 1) ** 2 <= MEMORY_FRACTION * memory_per_rank else "scalapack"
+        memory_per_rank = node_memory_per_rank(os.cpu_count() or 1)
+    return auto_solver(sum(sizes.n_sparse), memory_per_rank)[0]
 
 
 def plan(sizes, size, solver="auto", row_block_mb=None):
     """Partition the structures over ``size`` ranks as the fit does (by neighbour-pair cost) ->
     (Partition per rank, estimate per rank) for ``solver`` (as planned_solver decides for auto)
     and row blocks of ``row_block_mb`` (None: the fit's default for the planned memory per rank)."""
-    from pargap.fitting.stream import MB as BLOCK_MB, default_row_block_mb
+    import os
+
+    from pargap.fitting.rows import MB as BLOCK_MB, default_row_block_mb
+    from pargap.linalg.solve import node_memory_per_rank
     from pargap.parallel import partition_structures
 
     parts = [partition_structures(sizes.n_atoms.astype(int).tolist(), r, size,
                                   sizes.cost.tolist() if size > 1 else None) for r in range(size)]
     solver = planned_solver(sizes, solver)
     M = sum(sizes.n_sparse)
-    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(planned_memory_per_rank(), M + 1)
-    block_rows = max(1, int(mb * BLOCK_MB // (8 * (M + 1))))
+    if row_block_mb is None:
+        row_block_mb = default_row_block_mb(node_memory_per_rank(os.cpu_count() or 1), M + 1)
+    block_rows = max(1, int(row_block_mb * BLOCK_MB // (8 * (M + 1))))
     return parts, [estimate(sizes, p.structures, p.rank, size, solver, block_rows) for p in parts]
 
 

@@ -3,7 +3,7 @@
     bench/setup && bench/.venv/bin/python tests/data/make_gapfit_references.py
 
 Runs gap_fit (wheel quippy-ase, installed in bench/.venv by bench/setup) on
-../shared/data/quip_gapfit_regression/SiC.np1.xyz (two species, so every species-triplet
+tests/data/quip_gapfit_regression/SiC.np1.xyz (two species, so every species-triplet
 expansion of angle_3b occurs) and writes ``angle_3b_SiC.json`` beside this file:
 the command line, and per coordinate (in gap_fit's order) its sparse points, cutoff weights and
 alpha, read from gap_fit's XML and sparseX files. The test then fits the same data with the same
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE.parents[1].parent / "shared" / "data" / "quip_gapfit_regression" / "SiC.np1.xyz"
+SOURCE = HERE / "quip_gapfit_regression" / "SiC.np1.xyz"
 GAP_FIT = next(Path(sys.prefix).glob("lib/python3*/site-packages/quippy/gap_fit"))
 LINE = ("at_file=train.xyz gap={angle_3b cutoff=3.0 cutoff_transition_width=0.8 covariance_type=ard_se "
         "delta=0.5 theta_uniform=1.0 n_sparse=12 sparse_method=random} default_sigma={0.01 0.3 0.2 0.0} "

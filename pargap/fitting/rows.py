@@ -1,5 +1,5 @@
-"""Streamed covariance rows: each rank builds the rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y] of a
-bounded block of its structures, folds them into the factor, and reuses the block:
+"""Phase covariance rows, streamed: each rank builds the rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y]
+of a bounded block of its structures, folds them into the factor, and reuses the block:
 
     for each round (the same number on every rank; a rank out of structures folds zero rows):
         block <- the rows of this rank's next structures, at most row_block_mb
@@ -9,6 +9,8 @@ bounded block of its structures, folds them into the factor, and reuses the bloc
 Memory per rank: one block plus the factor (O(M^2) for TSQR, O(M^2 / P) for ScaLAPACK),
 independent of the number of structures N. The factor does not depend on how the rows are cut
 into blocks, so the coefficients are the same, to rounding, for any block size and any P.
+All row assembly is here: a structure's rows (:func:`structure_rows`), a rank's rows held whole
+(:func:`covariance_rows`, for the likelihood), the streamed rounds (:func:`fold_rows`).
 """
 
 import time
@@ -172,3 +174,20 @@ def structure_rows(s, models, e0, out, file=None, hessian_delta=0.01, core=None)
     if not np.all(np.isfinite(out)):
         raise InputError("its covariance rows are not finite (atoms on top of each other?)", file=file,
                          structure=s.index)
+
+
+def empty_rows(structures, models):
+    """An uninitialised Fortran-ordered rows block (n_p, M+1) for ``structures`` and ``models``."""
+    return np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
+
+
+def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None):
+    """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), all held, Fortran-ordered
+    (written into ``out``, a view of that shape, if given): the structures one after the other,
+    each by :func:`structure_rows`. core: the baseline potential subtracted from the targets."""
+    block = empty_rows(structures, models) if out is None else out
+    row = 0
+    for s in structures:
+        structure_rows(s, models, e0, block[row:row + s.n_rows], file, hessian_delta, core)
+        row += s.n_rows
+    return block
