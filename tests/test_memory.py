@@ -1,6 +1,6 @@
 """pargap-fit --dry-run: the per-rank memory model against the peak measured (ru_maxrss) in a real
-fit, in a fresh process, with rows and triangles large enough that the data, not the baseline,
-decide the result."""
+fit, in a fresh process, with a row block (all ~100 MB of rows in one) and triangles large enough
+that the data, not the baseline, decide the result."""
 
 import re
 import sys
@@ -21,6 +21,7 @@ e0 = 0.0
 default_sigma = [0.1, 1.0, 1.0, 0.0]
 sparse_jitter = 1e-6
 rnd_seed = 1
+row_block_mb = 200
 [[gap]]
 descriptor = "distance_2b"
 cutoff = 5.0
