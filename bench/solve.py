@@ -25,8 +25,9 @@ import time
 import numpy as np
 import scipy.linalg
 
+from pargap.gp.model import cholesky_factor
+from pargap.linalg.solve import choose_solver, scalapack_solve, tsqr_solve_block
 from pargap.parallel import world
-from pargap.linalg.solve import choose_solver, cholesky_factor, scalapack_solve, tsqr_solve_block
 
 
 def dgemm_rate(n=2000, repeats=3):

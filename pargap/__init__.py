@@ -3,7 +3,7 @@
 The fitted potential is a plain HDF5 file; :class:`GAPCalculator` loads it as an ASE calculator.
 """
 
-__version__ = "0.1.0"
+from pargap.version import __version__
 
 
 def __getattr__(name):

@@ -13,15 +13,16 @@ from ase.build import bulk
 
 from conftest import displaced, random_model, strained
 from pargap import GAPCalculator
-from pargap.settings.config import parse_gapfit_args, settings_from_dict
 from pargap.baselines.core_potential import CorePotential, core_targets
+from pargap.data.hessian import finite_difference_hessian, hessian_data
 from pargap.descriptors.base import cutoff_function
 from pargap.errors import ConfigError, InputError
-from pargap.fitting.fit import compute_e0, fit
-from pargap.data.hessian import finite_difference_hessian, hessian_data
+from pargap.fitting.e0 import compute_e0
+from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
 from pargap.potential.potential import Potential
 from pargap.progress import Log
+from pargap.settings.config import parse_gapfit_args, settings_from_dict
 
 GLUE = Path(__file__).resolve().parent / "data" / "si_gap18_subsets" / "glue.xml"
 QUIET = Log(SerialComm(), quiet=True)

@@ -8,11 +8,12 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 
-from pargap.settings.config import settings_from_dict
-from pargap.data.frames import extract, is_isolated_atom, to_virial
+from pargap.data.frames import extract, to_virial
 from pargap.errors import InputError
-from pargap.fitting.fit import compute_e0
+from pargap.fitting.e0 import is_isolated_atom
+from pargap.fitting.e0 import compute_e0
 from pargap.parallel import SerialComm
+from pargap.settings.config import settings_from_dict
 
 GAP = [{"descriptor": "distance_2b", "cutoff": 4.0, "delta": 1.0, "theta_uniform": 0.5, "n_sparse": 5}]
 

@@ -11,11 +11,12 @@ import h5py
 import numpy as np
 import pytest
 
-from pargap.settings import config, config_reference
+from pargap.cli import config_reference
 from pargap.cli.eval import parser as eval_parser
 from pargap.cli.fit import main as fit_main
 from pargap.cli.fit import parser as fit_parser
 from pargap.errors import ConfigError
+from pargap.settings import config
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -55,16 +56,16 @@ def test_every_setting_has_a_description():
     missing = config_reference.missing_descriptions()
     assert not missing, config_reference.HOW_TO_FIX.format(keys=", ".join(missing))
     stale = sorted(set(config_reference.DESCRIPTIONS) - set(config_reference.setting_keys()))
-    assert not stale, f"remove {stale} from DESCRIPTIONS in pargap/settings/config_reference.py (no such setting)"
+    assert not stale, f"remove {stale} from DESCRIPTIONS in pargap/cli/config_reference.py (no such setting)"
     stale = sorted(set(config_reference.PARGAP_ONLY) - set(config_reference.setting_keys()))
-    assert not stale, f"remove {stale} from PARGAP_ONLY in pargap/settings/config_reference.py (no such setting)"
+    assert not stale, f"remove {stale} from PARGAP_ONLY in pargap/cli/config_reference.py (no such setting)"
 
 
 def test_config_md_is_the_generated_reference():
     text = config_reference.render()
     assert config_reference.OUTPUT == DOCS / "config.md"
     assert (DOCS / "config.md").read_text() == text, (
-        "docs/config.md is out of date: run `python -m pargap.settings.config_reference` and commit docs/config.md")
+        "docs/config.md is out of date: run `python -m pargap.cli.config_reference` and commit docs/config.md")
     for f in dataclasses.fields(config.GapSettings) + dataclasses.fields(config.FitSettings):
         assert f"`{f.name}`" in text or f.name == "gap"
 
@@ -106,7 +107,7 @@ def test_allowed_values_are_the_ones_the_settings_take(key):
             pass
     assert set(accepted) <= set(allowed), (
         f"{key} also takes {sorted(set(accepted) - set(allowed))}: add them to ALLOWED in "
-        f"pargap/settings/config_reference.py and run `python -m pargap.settings.config_reference`")
+        f"pargap/cli/config_reference.py and run `python -m pargap.cli.config_reference`")
 
 
 # ---- docs/hdf5.md ----------------------------------------------------------------------------------

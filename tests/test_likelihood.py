@@ -15,14 +15,15 @@ import scipy.linalg
 from ase import Atoms
 
 from conftest import lj_structures, random_model, run_job
-from pargap.settings.config import settings_from_dict
 from pargap.errors import PargapError
-from pargap.fitting.fit import build_rows, fit, load_structures
+from pargap.fitting.fit import build_rows, fit
 from pargap.fitting.likelihood import Likelihood, dense_log_likelihood, log_likelihood, optimise, row_noise
+from pargap.fitting.structures import load_structures
 from pargap.gp.observations import VIRIAL_COMPONENTS, model_rows
 from pargap.parallel import SerialComm
 from pargap.potential.potential import Potential
 from pargap.progress import Log, PhaseTimer
+from pargap.settings.config import settings_from_dict
 
 QUIET = Log(SerialComm(), quiet=True)
 SIGMA = (0.02, 0.1, 0.2, 0.0)
@@ -277,7 +278,7 @@ def test_delta_bound_keeps_k_mm_positive_definite():
     """A numerically singular K_MM block (20 points, length scale >> spacing) may grow only while
     delta^2 K_MM + jitter stays positive definite; a clearly positive block is not limited."""
     from pargap.fitting.likelihood import BOUND, Terms, delta_bounds
-    from pargap.linalg.solve import cholesky_factor
+    from pargap.gp.model import cholesky_factor
 
     x = np.linspace(2.0, 5.0, 20)
     singular = 100.0 * np.exp(-0.5 * (x[:, None] - x[None, :]) ** 2)

@@ -25,6 +25,7 @@ e0 = 0.0
 default_sigma = [0.1, 1.0, 1.0, 0.0]
 sparse_jitter = 1e-6
 rnd_seed = 1
+row_block_mb = 200
 [[gap]]
 descriptor = "distance_2b"
 cutoff = 5.0
@@ -275,4 +276,11 @@ def test_submit_slurm_asks_for_the_plan_and_pins_it(job, tmp_path):
     request = re.search(r"ask the batch system for about (\d+M) per rank", out.stdout).group(1)
     submitted = out.stdout.strip().splitlines()[-1]
     assert submitted.startswith(f"sbatch --ntasks=3 --mem-per-cpu={request} --time=1:00:00 ")
-    assert submitted.endswith("fit.toml --set solver=tsqr --set row_block_mb=102.4")  # 5% of 2 GiB
+    from pargap.fitting.rows import default_row_block_mb
+
+    assert "row_block_mb = 200" in (job / "fit.toml").read_text()  # the settings' block is the plan's
+    assert submitted.endswith("fit.toml --set solver=tsqr --set row_block_mb=200.0")
+    unset = subprocess.run([root / "jobscripts" / "submit-slurm.sh", job / "fit.toml", "3", "--set", "x"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert unset.returncode == 0, unset.stderr
+    assert default_row_block_mb(2 * 2**30, 1601) == pytest.approx(2048 * 1601 * 8 / 2**20)

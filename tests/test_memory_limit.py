@@ -84,5 +84,5 @@ def test_the_dry_run_and_auto_share_the_rule(monkeypatch):
     assert planned_memory_per_rank(64) == (1000 * 2**20, "Slurm")
     sizes = DataSizes(n_atoms=np.full(8, 10.0), n_rows=np.full(8, 31.0), cost=np.ones(8), desc=np.full((1, 8), 10.0),
                       grad=np.full((1, 8), 100.0), dims=[30], n_sparse=[9000], has_soap=True, names=["soap"])
-    assert make_plan(sizes, 4).solver == auto_solver(9000, 4, 1000 * 2**20)[0] == "scalapack"
+    assert make_plan(sizes, 4).solver == auto_solver(9000, 1000 * 2**20)[0] == "scalapack"
     assert make_plan(sizes, 4, memory_per_rank=8 * GiB).solver == "tsqr"

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import lj_structures, run_job
-from pargap.settings.config import load_toml
 from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
 from pargap.progress import Log
+from pargap.settings.config import load_toml
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 180
@@ -152,7 +152,7 @@ def test_partition_by_neighbour_cost_balances_a_mixed_database():
     from ase import Atoms
     from ase.build import bulk, fcc111
 
-    from pargap.fitting.fit import structure_cost
+    from pargap.fitting.structures import structure_cost
     from pargap.parallel import balanced_partition
 
     rng = np.random.default_rng(0)
@@ -209,7 +209,9 @@ def test_cost_partition_balances_measured_row_times_on_a_mixed_database(tmp_path
     the slowest rank's time is within 15% of the mean, where a partition by structure count is not."""
     import time
 
-    from pargap.fitting.fit import build_models, covariance_rows, structure_cost
+    from pargap.fitting.fit import build_models
+    from pargap.fitting.rows import covariance_rows
+    from pargap.fitting.structures import structure_cost
     from pargap.parallel import balanced_partition
     from pargap.progress import PhaseTimer
 

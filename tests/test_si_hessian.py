@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pargap.settings.config import load_toml
-from pargap.fitting.fit import fit, write_potential
+from pargap.fitting.fit import fit
+from pargap.fitting.output import write_potential
 from pargap.parallel import SerialComm
 from pargap.progress import Log
+from pargap.settings.config import load_toml
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "si_hessian"
 
@@ -79,8 +80,8 @@ def test_hessian_taught_gap_predicts_forces_on_a_randomised_216_atom_cell(experi
 
 def test_hessian_taught_gap_is_nearly_exact_for_small_displacements(experiment):
     """Within 0.01 A of the minimum, forces are -H u: the Hessian-taught GAP gets them to a few percent."""
-    from pargap.potential.calculator import GAPCalculator
     from pargap.baselines.stillinger_weber import StillingerWeber, diamond_cell
+    from pargap.potential.calculator import GAPCalculator
 
     folder, _ = experiment
     atoms = diamond_cell(repeat=3)

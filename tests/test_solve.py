@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from pargap.errors import PargapError
+from pargap.gp.model import cholesky_factor
+from pargap.linalg.solve import serial_solve, tsqr_solve
 from pargap.parallel import SerialComm
-from pargap.linalg.solve import cholesky_factor, serial_solve, tsqr_solve
 
 
 def problem(rng, N=200, M=15):
@@ -101,8 +102,8 @@ def test_memory_per_rank_reads_meminfo(monkeypatch):
 
 
 def test_settings_accept_the_scalapack_solver():
-    from pargap.settings.config import FitSettings
     from pargap.errors import ConfigError
+    from pargap.settings.config import FitSettings
 
     with pytest.raises(ConfigError, match="auto, tsqr, scalapack, serial"):
         FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="lapack")
@@ -125,8 +126,8 @@ def test_condition_is_that_of_the_equilibrated_factor(rng, exact_up_to):
 
 
 def test_store_covariance_is_refused_with_the_scalapack_solver():
-    from pargap.settings.config import FitSettings
     from pargap.errors import ConfigError
+    from pargap.settings.config import FitSettings
 
     with pytest.raises(ConfigError, match="store_covariance = true needs the R factor on one rank"):
         FitSettings(at_file="x.xyz", gap=(object(),), default_sigma=(0.1, 1, 1, 0), solver="scalapack",

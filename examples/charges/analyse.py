@@ -3,7 +3,7 @@
     python analyse.py out/charges_all.h5 out/charges_methanol_acetone.h5 [--markdown out/table.md]
 
 For every geometry of methanol, ethanol and acetone (data/*.xyz):
-- GAP: the charges predicted by the fitted charge model (pargap.fitting.charges), and their ESP error;
+- GAP: the charges predicted by the fitted charge model (pargap.potential.charges), and their ESP error;
 - ESP fit ("RESP baseline", no restraint): the least-squares charges of that one geometry,
   min_q sum_k (Phi_k - C sum_a q_a / |r_k - r_a|)^2 subject to sum_a q_a = total charge (solved
   exactly with a Lagrange multiplier), and their ESP error, the best any fixed-charge model does.

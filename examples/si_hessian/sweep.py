@@ -25,12 +25,13 @@ sys.path.insert(0, HERE)
 from make_data import make_data  # noqa: E402
 from report import report  # noqa: E402
 
-from pargap.settings.config import load_toml  # noqa: E402
-from pargap.fitting.fit import fit, write_potential  # noqa: E402
+from pargap.baselines.stillinger_weber import StillingerWeber, diamond_cell  # noqa: E402
 from pargap.data.hessian import finite_difference_hessian  # noqa: E402
+from pargap.fitting.fit import fit  # noqa: E402
+from pargap.fitting.output import write_potential  # noqa: E402
 from pargap.parallel import SerialComm  # noqa: E402
 from pargap.progress import Log  # noqa: E402
-from pargap.baselines.stillinger_weber import StillingerWeber, diamond_cell  # noqa: E402
+from pargap.settings.config import load_toml  # noqa: E402
 
 
 def run_fits(folder, overrides=()):

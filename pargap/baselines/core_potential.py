@@ -30,6 +30,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from pargap.errors import ConfigError, InputError
+from pargap.settings.config import parse_ip_args
 
 KINDS = ("glue", "pair_table")
 NATURAL = 0.99e30  # QUIP: an end slope above this means a zero second derivative there
@@ -282,22 +283,6 @@ class CorePotential:
         return float(np.sum(eigenvector * (forces[0] - forces[1])) / (2.0 * delta))
 
 
-def parse_ip_args(ip_args):
-    """gap_fit's core_ip_args -> (kind, {option: value}): ``IP Glue [label=...]`` is QUIP's glue
-    XML; ``pair_table`` is pargap's tabulated pair potential."""
-    words = str(ip_args).strip().strip("{}").split()
-    if len(words) >= 2 and words[0].upper() == "IP" and words[1].lower() == "glue":
-        options = dict(w.split("=", 1) for w in words[2:] if "=" in w)
-        return "glue", options
-    if len(words) == 1 and words[0].lower() == "pair_table":
-        return "pair_table", {}
-    raise ConfigError(f"core_ip_args '{ip_args}' is not supported: pargap knows 'IP Glue' (QUIP's glue XML, "
-                      "e.g. GAP-18's glue.xml) and 'pair_table' (a tabulated pair potential)")
-
-
-
-
-
 def load_core(settings):
     """The fit's baseline (CorePotential) from settings.core_param_file/core_ip_args, or None."""
     if not getattr(settings, "core_ip_args", None):
@@ -321,4 +306,4 @@ def core_targets(core, s, hessian_delta):
     )
 
 
-__all__ = ["CorePotential", "Spline", "core_targets", "load_core", "parse_ip_args"]
+__all__ = ["CorePotential", "Spline", "core_targets", "load_core"]

@@ -36,13 +36,13 @@ def main(argv=None):
         return EXIT_ERROR
 
     def body():
-        from pargap.settings.config import settings_from_dict
-        from pargap.errors import PargapError
         from pargap.analysis.evaluate import comparisons, error_table, format_table, parity_plots
-        from pargap.fitting.fit import load_structures
+        from pargap.errors import PargapError
+        from pargap.fitting.structures import load_structures
         from pargap.parallel import collective, on_root
         from pargap.potential.potential import Potential
         from pargap.progress import Log
+        from pargap.settings.config import settings_from_dict
 
         def load():
             potential = Potential.load(args.potential)

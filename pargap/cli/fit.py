@@ -9,8 +9,8 @@ import argparse
 import sys
 
 from pargap.cli.common import EXIT_ERROR, run, start_mpi
-from pargap.settings.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
 from pargap.errors import ConfigError
+from pargap.settings.config import load_toml, parse_gapfit_args, settings_from_dict, apply_overrides
 
 
 def parser():
@@ -27,10 +27,10 @@ def parser():
                    help="override a setting (TOML value syntax; e.g. --set sparse_jitter=1e-8 "
                    "--set gap.0.n_sparse=50); repeatable")
     p.add_argument("--checkpoint", metavar="DIR",
-                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve; "
-                   "on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
+                   help="save the models and the factor of the covariance rows to DIR (parallel HDF5) before the "
+                   "solve; on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
     p.add_argument("--restart", metavar="DIR",
-                   help="go on from the checkpoint in DIR (same settings; any number of ranks): build the "
+                   help="go on from the checkpoint in DIR (same settings; any number of ranks): fold in the "
                    "rows it lacks, then solve")
     p.add_argument("--stop-after", type=float, metavar="SECONDS",
                    help="after this many seconds, stop as on SIGTERM: save a checkpoint at the next safe "
@@ -131,7 +131,8 @@ def main(argv=None):
 
     def body():
         from pargap.fitting.checkpoint import EXIT_STOPPED, StopSignal, Stopped
-        from pargap.fitting.fit import fit, write_potential
+        from pargap.fitting.fit import fit
+        from pargap.fitting.output import write_potential
         from pargap.parallel import collective
         from pargap.progress import Log, PhaseTimer
 

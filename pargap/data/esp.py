@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pargap.data.fields import lookup, validated_array
 from pargap.errors import InputError
 
 MIN_DISTANCE = 0.1
@@ -37,8 +38,6 @@ class ChargeObservations:
 def charge_observations(atoms, index, settings, file):
     """Read and validate the ESP and total charge of one structure (ase.Atoms) -> ChargeObservations,
     or None when it has neither. Errors name the file, the structure and the key."""
-    from pargap.data.frames import _array, lookup
-
     pkey, vkey = settings.esp_points_parameter_name, settings.esp_parameter_name
     qkey = settings.total_charge_parameter_name
     points, values, total = lookup(atoms, pkey), lookup(atoms, vkey), lookup(atoms, qkey)
@@ -51,10 +50,10 @@ def charge_observations(atoms, index, settings, file):
     if points is None:
         points, values = np.zeros((0, 3)), np.zeros(0)
     else:
-        points = _array(points, lambda a: a.size % 3 == 0 and a.size > 0, "ESP points (3K numbers)",
+        points = validated_array(points, lambda a: a.size % 3 == 0 and a.size > 0, "ESP points (3K numbers)",
                         file, index, pkey).reshape(-1, 3)
         K = len(points)
-        values = _array(values, lambda a: a.size == K, f"ESP values (expected {K}, one per point)",
+        values = validated_array(values, lambda a: a.size == K, f"ESP values (expected {K}, one per point)",
                         file, index, vkey).reshape(K)
         if atoms.pbc.any():
             raise InputError("ESP data given for a periodic structure (the 1/r sum needs a molecule: "
@@ -64,13 +63,13 @@ def charge_observations(atoms, index, settings, file):
             raise InputError(f"an ESP point lies {closest:.3g} Angstrom from an atom (minimum {MIN_DISTANCE})",
                              file=file, structure=index, key=pkey)
     if total is not None:
-        total = float(_array(total, lambda a: a.size == 1, "total charge", file, index, qkey).ravel()[0])
+        total = float(validated_array(total, lambda a: a.size == 1, "total charge", file, index, qkey).ravel()[0])
     suffix = "_" + settings.sigma_parameter_name
     sigmas = []
     for key, default in (("esp" + suffix, settings.esp_sigma), ("total_charge" + suffix, settings.total_charge_sigma)):
         value = lookup(atoms, key)
         if value is not None:
-            value = float(_array(value, lambda a: a.size == 1, key, file, index, key).ravel()[0])
+            value = float(validated_array(value, lambda a: a.size == 1, key, file, index, key).ravel()[0])
             if not value > 0:
                 raise InputError(f"{key} must be positive, got {value}", file=file, structure=index, key=key)
         sigmas.append(default if value is None else value)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pargap.data.fields import lookup, validated_array
 from pargap.errors import InputError
 
 XYZ_SUFFIXES = (".xyz", ".extxyz")
@@ -171,38 +172,6 @@ def read_frames(index, which):
     return out
 
 
-# ---- keys ------------------------------------------------------------------------------------
-
-def lookup(atoms, key, per_atom=False):
-    """Value of ``key`` in info (or arrays if per_atom), falling back to the calculator's results.
-
-    Exact name first, then case-insensitive (gap_fit matches keys case-insensitively)."""
-    sources = [atoms.arrays] if per_atom else [atoms.info]
-    if atoms.calc is not None:
-        sources.append(getattr(atoms.calc, "results", {}))
-    for src in sources:
-        if key in src:
-            return src[key]
-    low = key.lower()
-    for src in sources:
-        for k, v in src.items():
-            if k.lower() == low:
-                return v
-    return None
-
-
-def _array(value, shape_ok, what, file, index, key):
-    try:
-        arr = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise InputError(f"{what} is not numeric: {value!r}", file=file, structure=index, key=key) from None
-    if not shape_ok(arr):
-        raise InputError(f"{what} has shape {arr.shape}", file=file, structure=index, key=key)
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{what} contains NaN or infinity", file=file, structure=index, key=key)
-    return arr
-
-
 def to_virial(stress, volume):
     """Virial (3, 3) eV from a stress (eV/A^3; 9 numbers or Voigt xx yy zz yz xz xy): W = -stress V."""
     s = np.asarray(stress, dtype=float).ravel()
@@ -222,27 +191,27 @@ def extract(atoms, index, settings, file, check_sigma=True):
         from pargap.data.esp import charge_observations
 
         charges = charge_observations(atoms, index, settings, file)
-    _array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
+    validated_array(atoms.positions, lambda a: a.shape == (n, 3), "positions", file, index, "pos")
     force_default = settings.force_parameter_name == "forces"
     ekey, fkey = settings.energy_parameter_name, settings.force_parameter_name
     vkey, skey = settings.virial_parameter_name, settings.stress_parameter_name
 
     energy = lookup(atoms, ekey)
     if energy is not None:
-        energy = float(_array(energy, lambda a: a.size == 1, "energy", file, index, ekey).ravel()[0])
+        energy = float(validated_array(energy, lambda a: a.size == 1, "energy", file, index, ekey).ravel()[0])
     forces = lookup(atoms, fkey, per_atom=True)
     if forces is None and force_default:
         fkey = "force"
         forces = lookup(atoms, fkey, per_atom=True)
     if forces is not None:
-        forces = _array(forces, lambda a: a.shape == (n, 3), "forces", file, index, fkey)
+        forces = validated_array(forces, lambda a: a.shape == (n, 3), "forces", file, index, fkey)
     virial = lookup(atoms, vkey)
     if virial is not None:
-        virial = _array(virial, lambda a: a.size == 9, "virial", file, index, vkey).reshape(3, 3)
+        virial = validated_array(virial, lambda a: a.size == 9, "virial", file, index, vkey).reshape(3, 3)
     else:
         stress = lookup(atoms, skey)
         if stress is not None:
-            stress = _array(stress, lambda a: a.size in (6, 9), "stress", file, index, skey)
+            stress = validated_array(stress, lambda a: a.size in (6, 9), "stress", file, index, skey)
             if atoms.cell.rank != 3:
                 raise InputError("stress given for a structure without a 3-D cell", file=file, structure=index, key=skey)
             virial = to_virial(stress, atoms.get_volume())
@@ -268,7 +237,7 @@ def extract(atoms, index, settings, file, check_sigma=True):
     suffix = "_" + settings.sigma_parameter_name
 
     def positive(value, key, shape_ok, what):
-        arr = _array(value, shape_ok, what, file, index, key)
+        arr = validated_array(value, shape_ok, what, file, index, key)
         if np.any(arr <= 0):
             raise InputError(f"{what} must be positive", file=file, structure=index, key=key)
         return arr
@@ -319,7 +288,7 @@ def hessian_observations(atoms, index, file):
     if count is None:
         return []
     n = len(atoms)
-    count = _array(count, lambda a: a.size == 1, "n_hessian", file, index, "n_hessian").ravel()[0]
+    count = validated_array(count, lambda a: a.size == 1, "n_hessian", file, index, "n_hessian").ravel()[0]
     out = []
     for k in range(1, int(count) + 1):
         key = f"hessian{k}"
@@ -328,21 +297,11 @@ def hessian_observations(atoms, index, file):
         if value is None or vector is None or np.ndim(vector) != 2:
             raise InputError(f"n_hessian={int(count)} but eigenvalue (info) or eigenvector (per-atom) "
                              f"'{key}' is missing", file=file, structure=index, key=key)
-        value = float(_array(value, lambda a: a.size == 1, "Hessian eigenvalue", file, index, key).ravel()[0])
-        vector = _array(vector, lambda a: a.shape == (n, 3), "Hessian eigenvector", file, index, key)
+        value = float(validated_array(value, lambda a: a.size == 1, "Hessian eigenvalue", file, index, key).ravel()[0])
+        vector = validated_array(vector, lambda a: a.shape == (n, 3), "Hessian eigenvector", file, index, key)
         norm = np.linalg.norm(vector)
         if norm == 0:
             raise InputError("Hessian eigenvector is zero", file=file, structure=index, key=key)
         out.append((value, vector / norm))
     return out
 
-
-def is_isolated_atom(atoms, cutoff):
-    """One atom and no neighbour (periodic image) within the cutoff (gap_fit's e0_from_xyz)."""
-    if len(atoms) != 1:
-        return False
-    if not atoms.pbc.any():
-        return True
-    from pargap.descriptors.neighbours import neighbour_list
-
-    return len(neighbour_list(atoms, cutoff)[0]) == 0

@@ -19,10 +19,21 @@ The data are read by :mod:`pargap.data.esp`; charges and the ESP are predicted b
 :func:`fit_charge_models` is the thin MPI driver called from :mod:`pargap.fitting.fit`.
 """
 
+import dataclasses
+
 import numpy as np
 
 from pargap.errors import InputError
+from pargap.fitting.models import descriptor_pools, select_models
+from pargap.fitting.output import file_hash, provenance
+from pargap.fitting.rows import fold_rows, row_block_rows
+from pargap.fitting.species import expand_models, species_order
+from pargap.fitting.structures import load_structures
+from pargap.fitting.weights import solve_weights
+from pargap.linalg.factor import RowFactor
+from pargap.parallel import collective, on_root
 from pargap.potential.charges import charge_rows, coulomb_matrix
+from pargap.potential.potential import Potential
 
 
 def charge_covariance_rows(structures, models, file=None):
@@ -59,27 +70,12 @@ SEED_OFFSET = 1000
 """Charge model k draws its sparse points with seed rnd_seed + SEED_OFFSET + k."""
 
 
-def expand_charge_models(settings, species):
-    """(descriptor, kernel, settings, index) of every charge model after gap_fit's species expansion."""
-    from pargap.fitting.fit import expand_models
-
-    return expand_models(settings, species, settings.charge_gap)
-
-
 def fit_charge_models(settings, comm, log, timer, seed, structures):
     """Fit the charge models of ``settings.charge_gap`` on ``comm``'s ranks -> (models with alpha,
     {"charge_condition_estimate", "charge_n_rows"}) from this rank's ``structures`` (as read for
     the energy models: the data are not read again). The rows are streamed into a TSQR factor
-    (serial with solver = "serial") in blocks of row_block_mb, as the energy models' are. Every
-    rank returns the same models."""
-    from pargap.fitting.fit import descriptor_pools, species_order
-    from pargap.fitting.sparsify import select_sparse
-    from pargap.fitting.stream import fold_rows, row_block_rows
-    from pargap.gp.model import Model
-    from pargap.linalg.factor import RowFactor
-    from pargap.linalg.solve import covariance_sparse_tile
-    from pargap.parallel import collective
-
+    (serial with solver = "serial": charge models are small) in blocks of row_block_mb, as the
+    energy models' are. Every rank returns the same models."""
     if not settings.charge_gap:
         return [], {}
     counts = comm.allreduce(np.array([sum(len(s.charges.esp) for s in structures if s.charges is not None),
@@ -96,19 +92,11 @@ def fit_charge_models(settings, comm, log, timer, seed, structures):
     collective(comm, check)
     charged = [s for s in structures if s.charges is not None]
     species = species_order(comm, charged)  # the species of the charge data, in file order
-    expanded = expand_charge_models(settings, species)
+    expanded = expand_models(settings, species, settings.charge_gap)
     with timer.phase("charges: sparse points"):
-        pools = descriptor_pools(charged, expanded)
-        models = []
-        for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
-            where = f"charge model {k} ({descriptor.name} " + " ".join(
-                f"{key}={value}" for key, value in descriptor.params().items() if key.startswith(("Z", "species"))) + ")"
-            x, w, _ = collective(comm, select_sparse, comm, pool, method=g.sparse_method, n_sparse=g.n_sparse,
-                                 seed=seed + SEED_OFFSET + k, sparse_file=g.sparse_file, where=where)
-            models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
-            log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
+        models = select_models(comm, expanded, descriptor_pools(charged, expanded), seed + SEED_OFFSET, log,
+                               name="charge model", print_sparse_index=False)
     M = sum(m.n_sparse for m in models)
-    solver = "serial" if settings.solver == "serial" else "tsqr"
 
     def count(s):
         return s.charges.n_rows
@@ -116,51 +104,26 @@ def fit_charge_models(settings, comm, log, timer, seed, structures):
     def build(s, out):
         out[:] = charge_covariance_rows([s], models, settings.at_file)
 
-    with RowFactor.create(comm, M + 1, solver) as factor:
+    with RowFactor.create(comm, M + 1, "serial" if settings.solver == "serial" else "tsqr") as factor:
         with timer.phase("charges: rows"):
             rows_per_block = collective(comm, row_block_rows, comm, settings, charged, M + 1, count)
             fold_rows(comm, factor, charged, build, rows_per_block, count=count)
         n_total = comm.allreduce(sum(count(s) for s in charged))
         log(f"charge K_NM: {n_total} rows x {M} sparse points")
         with timer.phase("charges: solve"):
-            solution = factor.solve(lambda rows, cols: covariance_sparse_tile(models, settings.sparse_jitter, rows,
-                                                                              cols))
+            solution = solve_weights(comm, factor, models, settings.sparse_jitter)
     log(f"charge model solved: condition estimate {solution.condition:.3e}, residual {solution.residual:.4e}")
-    start = 0
-    for m in models:
-        m.alpha = solution.alpha[start:start + m.n_sparse]
-        start += m.n_sparse
     return models, {"charge_condition_estimate": solution.condition, "charge_n_rows": int(n_total)}
 
 
 def fit_charges_only(settings, comm, log, timer, seed):
     """A fit with charge models and no energy model -> Potential (no energy models, e0 zero for
     every species, so that unknown species are still reported at prediction)."""
-    import dataclasses
-    import datetime
-    import os
-    import platform
-    import socket
-
-    from pargap import __version__
-    from pargap.fitting.fit import file_hash, load_structures, species_order
-    from pargap.parallel import on_root
-    from pargap.potential.potential import Potential
-
     with timer.phase("read"):
         structures, _ = load_structures(comm, settings, log, check_sigma=False)
         data_hash = on_root(comm, file_hash, settings.at_file)
         species = species_order(comm, structures)
     charge_models, info = fit_charge_models(settings, comm, log, timer, seed, structures)
-    provenance = {
-        "pargap_version": __version__,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "host": socket.gethostname(),
-        "python": platform.python_version(),
-        "ranks": comm.Get_size(),
-        "at_file": os.path.abspath(settings.at_file),
-        "at_file_sha256": data_hash,
-        "rnd_seed": seed,
-    } | info
     settings_toml = dataclasses.replace(settings, rnd_seed=seed).to_toml()
-    return Potential([], {z: 0.0 for z in species}, settings_toml, provenance, charge_models=charge_models)
+    return Potential([], {z: 0.0 for z in species}, settings_toml, provenance(comm, settings, seed, data_hash, **info),
+                     charge_models=charge_models)

@@ -124,9 +124,11 @@ def learning_curve(settings, comm, log, fractions=DEFAULT_FRACTIONS, validation=
     rnd_seed, or 0 when rnd_seed < 0). Returns the table rows (dicts with COLUMNS, errors as the
     'all' entries of pargap.analysis.evaluate.error_table, None where the validation data has no such
     observation), the same on every rank."""
-    from pargap.data.frames import scan_frames
     from pargap.analysis.evaluate import comparisons, error_table
-    from pargap.fitting.fit import fit, load_structures, write_potential
+    from pargap.data.frames import scan_frames
+    from pargap.fitting.fit import fit
+    from pargap.fitting.output import write_potential
+    from pargap.fitting.structures import load_structures
     from pargap.parallel import collective, on_root
     from pargap.progress import PhaseTimer
 

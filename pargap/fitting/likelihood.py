@@ -42,9 +42,10 @@ import scipy.linalg
 import scipy.optimize
 
 from pargap.errors import ConfigError, PargapError
+from pargap.gp.model import cholesky_factor
+from pargap.linalg.solve import r_factor, reduce_triangles
 from pargap.parallel import SerialComm, collective, on_root
 from pargap.progress import Log, PhaseTimer
-from pargap.linalg.solve import _r_of, cholesky_factor
 
 GROUPS = ("energy", "force", "virial", "hessian", "fixed")
 """Noise groups: rows whose sigma follows default_sigma[g] / config_type_sigma (g = 0..3), and
@@ -107,25 +108,6 @@ def row_noise(structures, settings):
 
 # ---- the likelihood from the group triangles -------------------------------------------------------
 
-def reduce_r(comm, R):
-    """Tall-skinny QR reduction: each rank's triangle (k_p, M+1) of its rows -> the triangle of all
-    rows on rank 0 (None on the others), merged pairwise up a binary tree."""
-    rank, size = comm.Get_rank(), comm.Get_size()
-    step = 1
-    while step < size:
-        if rank % (2 * step) == step:
-            comm.send(R.shape, dest=rank - step, tag=7 * step)
-            comm.Send(np.ascontiguousarray(R), dest=rank - step, tag=7 * step + 1)
-            return None
-        if rank % (2 * step) == 0 and rank + step < size:
-            shape = comm.recv(source=rank + step, tag=7 * step)
-            other = np.empty(shape)
-            comm.Recv(other, source=rank + step, tag=7 * step + 1)
-            R = _r_of(np.vstack([R, other]))
-        step *= 2
-    return R
-
-
 def group_triangle(block, rows, chunk=None):
     """R factor (k, M+1) of block[rows], folding in at most ``chunk`` rows at a time (default
     4 (M+1)): beyond the block a rank holds one chunk and a triangle, not a copy of the group."""
@@ -137,7 +119,7 @@ def group_triangle(block, rows, chunk=None):
         stacked = np.empty((len(R) + len(part), width), order="F")
         stacked[:len(R)] = R
         stacked[len(R):] = block[part]
-        R = _r_of(stacked)
+        R = r_factor(stacked)
     return R
 
 
@@ -179,7 +161,7 @@ def gather_terms(comm, block, groups, log_sigma2, models, jitter):
             factors.append(None)
             continue
         R = collective(comm, group_triangle, block, np.flatnonzero(groups == g))
-        factors.append(reduce_r(comm, R))
+        factors.append(reduce_triangles(comm, R))
     if comm.Get_rank() != 0:
         return None
     column_gap = np.concatenate([np.full(m.n_sparse, m.gap_index) for m in models])
@@ -206,7 +188,7 @@ def log_likelihood(terms, log_delta=None, log_scale=None, gradient=False):
     stack = [B for B in scaled if B is not None]
     stack.append(np.column_stack([U, np.zeros(M)]))
     R = np.zeros((M + 1, M + 1))
-    reduced = _r_of(np.vstack(stack))
+    reduced = r_factor(np.vstack(stack))
     R[:len(reduced)] = reduced[:M + 1]
     diagonal = np.abs(np.diag(R))
     if np.any(diagonal[:M] == 0.0) or not np.all(np.isfinite(R)):
@@ -311,15 +293,13 @@ class Likelihood:
     The random seed is fixed once, so every evaluation uses the same sparse points."""
 
     def __init__(self, settings, comm=None, log=None):
-        from pargap.fitting.fit import load_structures
+        from pargap.fitting.models import draw_seed
+        from pargap.fitting.structures import load_structures
 
         self.comm = comm or SerialComm()
         self.log = log or Log(self.comm)
         self.quiet = Log(self.comm, quiet=True)
-        seed = settings.rnd_seed
-        if seed < 0:
-            seed = self.comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if self.comm.Get_rank() == 0 else None)
-        self.settings = dataclasses.replace(settings, rnd_seed=seed)
+        self.settings = dataclasses.replace(settings, rnd_seed=draw_seed(self.comm, settings.rnd_seed))
         structures, _ = load_structures(self.comm, self.settings, self.quiet)
         self.groups, self.log_sigma2 = collective(self.comm, row_noise, structures, self.settings)
         del structures

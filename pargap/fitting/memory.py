@@ -98,9 +98,9 @@ def sample_indices(n_atoms, sample=SAMPLE):
 def sample_sizes(settings, sample=SAMPLE):
     """DataSizes of ``settings.at_file`` with the models of ``settings`` (serial, one process)."""
     from pargap.data.frames import extract, read_frames, scan_frames
-    from pargap.fitting.fit import expand_models, structure_cost
+    from pargap.fitting.species import expand_models, species_order
+    from pargap.fitting.structures import structure_cost
     from pargap.parallel import SerialComm
-    from pargap.fitting.fit import species_order
 
     index = scan_frames(settings.at_file)
     n_atoms = np.array(index.n_atoms, dtype=float)
@@ -280,7 +280,7 @@ def planned_solver(sizes, solver="auto", memory_per_rank=None, size=1):
         return solver
     if memory_per_rank is None:
         memory_per_rank = planned_memory_per_rank(size)[0]
-    return auto_solver(sum(sizes.n_sparse), size, memory_per_rank)[0]
+    return auto_solver(sum(sizes.n_sparse), memory_per_rank)[0]
 
 
 @dataclass
@@ -306,7 +306,7 @@ def make_plan(sizes, size, solver="auto", row_block_mb=None, memory_per_rank=Non
     """The :class:`Plan` of the fit of ``sizes`` on ``size`` ranks: the structures partitioned as
     the fit does (by neighbour-pair cost, one pass for all ranks), the solver and the row block
     chosen by the fit's rules for ``memory_per_rank`` bytes (default :func:`planned_memory_per_rank`)."""
-    from pargap.fitting.stream import default_row_block_mb
+    from pargap.fitting.rows import default_row_block_mb
     from pargap.parallel import partitions
 
     source = "given"
@@ -315,7 +315,7 @@ def make_plan(sizes, size, solver="auto", row_block_mb=None, memory_per_rank=Non
     parts = partitions(sizes.n_atoms.astype(int).tolist(), size, sizes.cost.tolist() if size > 1 else None)
     solver = planned_solver(sizes, solver, memory_per_rank, size)
     M = sum(sizes.n_sparse)
-    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(memory_per_rank)
+    mb = row_block_mb if row_block_mb is not None else default_row_block_mb(memory_per_rank, M + 1)
     block_rows = max(1, int(mb * MB // (8 * (M + 1))))
     estimates = [estimate(sizes, p.structures, p.rank, size, solver, block_rows) for p in parts]
     return Plan(size, solver, mb, block_rows, memory_per_rank, source, parts, estimates)

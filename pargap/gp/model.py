@@ -8,6 +8,9 @@ gap_fit calls this a *coordinate*; a fit sums several of them (after species exp
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
+
+from pargap.errors import PargapError
 
 
 @dataclass
@@ -33,3 +36,14 @@ class Model:
         K = w[:, None] * self.kernel(self.sparse_x) * w[None, :]
         K[np.diag_indices_from(K)] += jitter
         return K
+
+
+def cholesky_factor(K_mm):
+    """Upper U (M, M) with K_MM = U^T U (the prior of the sparse GP, jitter already on the diagonal)."""
+    try:
+        return scipy.linalg.cholesky(K_mm, lower=False)
+    except np.linalg.LinAlgError:
+        raise PargapError(
+            "K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, more "
+            "distinct sparse points"
+        ) from None

@@ -24,17 +24,6 @@ __all__ = ["Solution", "cholesky_factor", "serial_solve", "serial_solve_block", 
            "scalapack_solve", "solve_on_root", "choose_solver", "covariance_sparse_tile"]
 
 
-def cholesky_factor(K_mm):
-    """Upper U with K_MM = U^T U (with the jitter already on the diagonal)."""
-    try:
-        return scipy.linalg.cholesky(K_mm, lower=False)
-    except np.linalg.LinAlgError:
-        raise PargapError(
-            "K_MM is not positive definite: raise sparse_jitter (e.g. 1e-8) or use fewer, more "
-            "distinct sparse points"
-        ) from None
-
-
 def _qr_in_place(block):
     """LAPACK dgeqrf of a block [A | b] (n, M+1), n > 0: R in the upper triangle of its first
     min(n, M+1) rows, reflectors below. A Fortran-ordered float64 block is factorised in place
@@ -47,8 +36,9 @@ def _qr_in_place(block):
     return qr
 
 
-def _r_of(block):
-    """R factor (k, M+1) of a block [A | b], k = min(rows, M+1) (see :func:`_qr_in_place`)."""
+def r_factor(block):
+    """R factor (k, M+1) of a block [A | b], k = min(rows, M+1) (see :func:`_qr_in_place`: a
+    Fortran-ordered block is destroyed)."""
     if block.shape[0] == 0:
         return np.zeros((0, block.shape[1]))
     return np.triu(_qr_in_place(block)[: min(block.shape)])
@@ -99,6 +89,19 @@ def tsqr_solve_block(comm, block, U):
     return factor.solve(U)
 
 
+def reduce_triangles(comm, R):
+    """The TSQR tree (:func:`pargap.linalg.tsqr.reduce_to_root`) for a triangle R_p (k_p, M+1),
+    k_p <= M+1, of each rank's rows -> the (M+1, M+1) triangle of all the ranks' rows on rank 0
+    (None on the others). Collective."""
+    from pargap.linalg import tsqr
+
+    n = R.shape[1]
+    T = tsqr.empty_triangle(n)
+    T[:R.shape[0]] = R
+    T, _ = tsqr.reduce_to_root(comm, T, has_rows=R.shape[0] > 0)
+    return T if comm.Get_rank() == 0 else None
+
+
 TSQR_TRIANGLES = 3
 """(M+1) x (M+1) float64 arrays the tall-skinny QR holds at its peak on rank 0, beyond the rows
 block: R, the copy the prior is folded into, the prior rows [U | 0] (see
@@ -130,19 +133,19 @@ def ranks_on_node(comm):
 
 def choose_solver(comm, M, requested="auto"):
     """(solver, reason): ``requested`` unless it is "auto"; then :func:`auto_solver` for the memory
-    per rank (:func:`memory_per_rank`). Collective."""
+    per rank."""
     if requested != "auto":
         return requested, "as set (solver)"
-    return auto_solver(M, comm.Get_size(), memory_per_rank(comm))
+    return auto_solver(M, memory_per_rank(comm))
 
 
-def auto_solver(M, size, memory_per_rank):
-    """The ``auto`` rule -> (solver, reason): "tsqr" when its factor on rank 0
+def auto_solver(M, have):
+    """The "auto" rule -> (solver, reason): "tsqr" when its factor on rank 0
     (:func:`pargap.linalg.factor.factor_bytes`, about TSQR_TRIANGLES (M+1)^2 float64 triangles)
-    takes at most MEMORY_FRACTION of ``memory_per_rank`` (bytes), "scalapack" otherwise."""
-    need = factor_bytes("tsqr", M + 1, size)
-    verdict = f"TSQR needs {_size(need)} beyond the row blocks on rank 0, {_size(memory_per_rank)} available per rank"
-    if need <= MEMORY_FRACTION * memory_per_rank:
+    takes at most MEMORY_FRACTION of ``have`` bytes per rank, "scalapack" otherwise."""
+    need = factor_bytes("tsqr", M + 1, 1)
+    verdict = f"TSQR needs {_size(need)} beyond the row blocks on rank 0, {_size(have)} available per rank"
+    if need <= MEMORY_FRACTION * have:
         return "tsqr", verdict
     return "scalapack", verdict + f" (more than {MEMORY_FRACTION:.0%})"
 

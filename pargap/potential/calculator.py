@@ -13,7 +13,7 @@ class GAPCalculator(Calculator):
 
     Properties: energy (eV), energies (eV per atom), forces (eV/Angstrom), stress (eV/Angstrom^3,
     Voigt order xx yy zz yz xz xy, ASE sign: stress = -virial / volume; periodic cells only);
-    charges (e) for a potential with charge models (:mod:`pargap.fitting.charges`), and
+    charges (e) for a potential with charge models (:mod:`pargap.potential.charges`), and
     :meth:`get_electrostatic_potential` (V). A potential with charge models only has no energy.
     Parameter total_charge (e, default None): if set, the predicted charges sum to it exactly
     (see :func:`pargap.potential.charges.predict_charges`), e.g. ``GAPCalculator("q.h5", total_charge=0)``.

@@ -33,12 +33,12 @@ import tempfile
 
 import numpy as np
 
-from pargap import __version__
 from pargap.descriptors import make_descriptor
 from pargap.errors import InputError, PargapError
 from pargap.gp.kernels import make_kernel
 from pargap.gp.model import Model
 from pargap.gp.observations import model_rows
+from pargap.version import __version__
 
 FORMAT = "pargap-potential"
 FORMAT_VERSION = 1

@@ -21,7 +21,7 @@ import scipy.linalg
 import scipy.sparse
 
 from pargap.errors import InputError
-from pargap.linalg.solve import cholesky_factor
+from pargap.gp.model import cholesky_factor
 
 CHUNK_ENTRIES = 4_000_000
 """Descriptor-pair kernel entries evaluated at once for k** (about 32 MB)."""

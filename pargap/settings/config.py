@@ -425,11 +425,22 @@ def _check_core(settings):
             raise ConfigError("core_param_file is set but core_ip_args is not: give core_ip_args "
                               "('IP Glue' or 'pair_table') to use the baseline potential")
         return
-    from pargap.baselines.core_potential import parse_ip_args
-
     parse_ip_args(settings.core_ip_args)
     if settings.core_param_file is None:
         object.__setattr__(settings, "core_param_file", GAPFIT_CORE_DEFAULT_FILE)
+
+
+def parse_ip_args(ip_args):
+    """gap_fit's core_ip_args -> (kind, {option: value}): ``IP Glue [label=...]`` is QUIP's glue
+    XML; ``pair_table`` is pargap's tabulated pair potential."""
+    words = str(ip_args).strip().strip("{}").split()
+    if len(words) >= 2 and words[0].upper() == "IP" and words[1].lower() == "glue":
+        options = dict(w.split("=", 1) for w in words[2:] if "=" in w)
+        return "glue", options
+    if len(words) == 1 and words[0].lower() == "pair_table":
+        return "pair_table", {}
+    raise ConfigError(f"core_ip_args '{ip_args}' is not supported: pargap knows 'IP Glue' (QUIP's glue XML, "
+                      "e.g. GAP-18's glue.xml) and 'pair_table' (a tabulated pair potential)")
 
 
 GAP_STRING_UNSUPPORTED = {

@@ -14,8 +14,9 @@ import numpy as np
 import scipy.linalg
 
 from pargap.errors import PargapError
+from pargap.gp.model import cholesky_factor
+from pargap.linalg.solve import scalapack_solve, serial_solve
 from pargap.parallel import world
-from pargap.linalg.solve import cholesky_factor, scalapack_solve, serial_solve
 
 comm = world()
 rank, size = comm.Get_rank(), comm.Get_size()

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import scipy.linalg
 
+from pargap.gp.model import cholesky_factor
+from pargap.linalg.solve import tsqr_solve
 from pargap.parallel import world
-from pargap.linalg.solve import cholesky_factor, tsqr_solve
 
 comm = world()
 rank, size = comm.Get_rank(), comm.Get_size()

@@ -1,5 +1,5 @@
-"""Streamed covariance rows: each rank builds the rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y] of a
-bounded block of its structures, folds them into the factor, and reuses the block:
+"""Phase covariance rows, streamed: each rank builds the rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y]
+of a bounded block of its structures, folds them into the factor, and reuses the block:
 
     for each round (the same number on every rank; a rank out of structures folds zero rows):
         block <- the rows of this rank's next structures, at most row_block_mb
@@ -9,6 +9,8 @@ bounded block of its structures, folds them into the factor, and reuses the bloc
 Memory per rank: one block plus the factor (O(M^2) for TSQR, O(M^2 / P) for ScaLAPACK),
 independent of the number of structures N. The factor does not depend on how the rows are cut
 into blocks, so the coefficients are the same, to rounding, for any block size and any P.
+All row assembly is here: a structure's rows (:func:`structure_rows`), a rank's rows held whole
+(:func:`covariance_rows`, for the likelihood), the streamed rounds (:func:`fold_rows`).
 """
 
 import time
@@ -21,17 +23,19 @@ from pargap.gp.observations import VIRIAL_COMPONENTS, hessian_row, single_model_
 from pargap.parallel import collective_flag
 
 MB = 2**20
+ROW_BLOCK_ROWS = 2048
+"""By default a row block holds this many rows (16 of tpqrt's 128-row panels: enough for BLAS-3
+speed; more rows fold no faster) ..."""
 ROW_BLOCK_FRACTION = 0.05
-"""By default a row block takes this fraction of the memory per rank ..."""
-ROW_BLOCK_MAX_MB = 256.0
-"""... but at most this much: beyond a few thousand rows a bigger block folds no faster."""
+"""... but takes at most this fraction of the memory per rank ..."""
 ROW_BLOCK_MIN_MB = 4.0
+"""... and at least this much (and always one structure's rows)."""
 
 
-def default_row_block_mb(memory_per_rank):
-    """row_block_mb when unset: ROW_BLOCK_FRACTION of the memory per rank (bytes), clipped to
-    [ROW_BLOCK_MIN_MB, ROW_BLOCK_MAX_MB]."""
-    return float(np.clip(ROW_BLOCK_FRACTION * memory_per_rank / MB, ROW_BLOCK_MIN_MB, ROW_BLOCK_MAX_MB))
+def default_row_block_mb(memory_per_rank, n_columns):
+    """row_block_mb when unset: ROW_BLOCK_ROWS rows of ``n_columns`` float64, at most
+    ROW_BLOCK_FRACTION of the memory per rank (bytes), at least ROW_BLOCK_MIN_MB."""
+    return float(max(ROW_BLOCK_MIN_MB, min(ROW_BLOCK_ROWS * n_columns * 8 / MB, ROW_BLOCK_FRACTION * memory_per_rank / MB)))
 
 
 def n_rows(structure):
@@ -45,7 +49,7 @@ def row_block_rows(comm, settings, structures, n_columns, count=n_rows):
     from pargap.linalg.solve import memory_per_rank
 
     chosen = settings.row_block_mb is not None
-    mb = settings.row_block_mb if chosen else default_row_block_mb(memory_per_rank(comm))
+    mb = settings.row_block_mb if chosen else default_row_block_mb(memory_per_rank(comm), n_columns)
     return block_rows(structures, n_columns, mb, settings.at_file, chosen, count)
 
 
@@ -92,10 +96,12 @@ def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=
     blocks = row_blocks(structures, rows_per_block, count)
     n_rounds = max(comm.allgather(len(blocks)))
     height = max((sum(count(s) for s in b) for b in blocks), default=0)
-    buffer = np.empty((height, factor.n_columns), order="F")
+    memory = np.empty(height * factor.n_columns)  # one block, reused every round
     done, stopped, building, folding = [], False, 0.0, 0.0
     for k in range(n_rounds):
         group = blocks[k] if k < len(blocks) else []
+        # Fortran-ordered and contiguous: LAPACK folds it in place, with no copy
+        buffer = memory[:sum(count(s) for s in group) * factor.n_columns].reshape((-1, factor.n_columns), order="F")
 
         def build_block():
             n = 0
@@ -116,7 +122,6 @@ def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=
         building, folding = building + middle - begin, folding + time.process_time() - middle
         if stopped:
             break
-    del buffer
     return done, stopped, building, folding
 
 
@@ -169,3 +174,20 @@ def structure_rows(s, models, e0, out, file=None, hessian_delta=0.01, core=None)
     if not np.all(np.isfinite(out)):
         raise InputError("its covariance rows are not finite (atoms on top of each other?)", file=file,
                          structure=s.index)
+
+
+def empty_rows(structures, models):
+    """An uninitialised Fortran-ordered rows block (n_p, M+1) for ``structures`` and ``models``."""
+    return np.empty((sum(s.n_rows for s in structures), sum(m.n_sparse for m in models) + 1), order="F")
+
+
+def covariance_rows(structures, models, e0, file=None, hessian_delta=0.01, core=None, out=None):
+    """This rank's rows [Lambda^(-1/2) K_NM | Lambda^(-1/2) y], (n_p, M+1), all held, Fortran-ordered
+    (written into ``out``, a view of that shape, if given): the structures one after the other,
+    each by :func:`structure_rows`. core: the baseline potential subtracted from the targets."""
+    block = empty_rows(structures, models) if out is None else out
+    row = 0
+    for s in structures:
+        structure_rows(s, models, e0, block[row:row + s.n_rows], file, hessian_delta, core)
+        row += s.n_rows
+    return block

@@ -1,0 +1,78 @@
+"""Phases descriptors and sparse points: per model, the descriptor values of this rank's
+structures (a pool), then the sparse points chosen from all ranks' pools -> the Models."""
+
+import numpy as np
+
+from pargap.errors import PargapError
+from pargap.fitting.sparsify import DescriptorPool, select_sparse
+from pargap.gp.model import Model
+from pargap.parallel import collective
+
+
+def draw_seed(comm, rnd_seed):
+    """The fit's random seed: ``rnd_seed``, or one drawn on rank 0 when it is negative (the same on
+    every rank; recorded in the potential so that the fit can be repeated)."""
+    if rnd_seed >= 0:
+        return rnd_seed
+    return comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if comm.Get_rank() == 0 else None, root=0)
+
+
+def descriptor_pools(structures, expanded):
+    """Descriptor values (no gradients) of this rank's structures, one pool per model."""
+    pools = []
+    for descriptor, _, _, _ in expanded:
+        xs, ws, owners = [], [], []
+        for s in structures:
+            d = descriptor.compute(s.atoms, gradients=False)
+            xs.append(d.x)
+            ws.append(d.weight)
+            owners.append(np.full(len(d), s.index))
+        D = descriptor.dimension
+        pools.append(DescriptorPool(
+            np.concatenate(xs) if xs else np.zeros((0, D)),
+            np.concatenate(ws) if ws else np.zeros(0),
+            np.concatenate(owners) if owners else np.zeros(0, dtype=int),
+        ))
+    return pools
+
+
+def drop_empty(comm, expanded, pools, log):
+    """(expanded, pools) without the models that species expansion made for a species combination
+    no structure has (e.g. O-O in ethanol): no descriptors on any rank, nothing to contribute."""
+    counts = comm.allreduce(np.array([len(pool.x) for pool in pools], dtype=np.int64))
+    unused = [k for k, ((_, _, g, _), n) in enumerate(zip(expanded, counts)) if n == 0 and g.add_species]
+    for k in unused:
+        log(f"model {k} ({_label(expanded[k][0], ('Z',))}): no descriptors in the data, dropped")
+    return ([e for k, e in enumerate(expanded) if k not in unused],
+            [p for k, p in enumerate(pools) if k not in unused])
+
+
+def select_models(comm, expanded, pools, seed, log, name="model", print_sparse_index=True):
+    """The sparse points of every model, chosen collectively from all ranks' pools -> [Model]
+    (alpha None). Model k draws with seed ``seed + k``; its gap entry's print_sparse_index file
+    gets the chosen descriptors' indices when ``print_sparse_index``."""
+    models = []
+    for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
+        where = f"{name} {k} ({_label(descriptor, ('Z', 'species'))})"
+        x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method, n_sparse=g.n_sparse,
+                               seed=seed + k, sparse_file=g.sparse_file, where=where)
+        models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
+        if print_sparse_index and g.print_sparse_index:
+            collective(comm, append_sparse_index, comm, g.print_sparse_index, ids)
+        log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
+    return models
+
+
+def _label(descriptor, prefixes):
+    return descriptor.name + " " + " ".join(
+        f"{key}={value}" for key, value in descriptor.params().items() if key.startswith(prefixes))
+
+
+def append_sparse_index(comm, path, ids):
+    """Append 1-based descriptor indices, one per line, as gap_fit's print_sparse_index (rank 0)."""
+    if comm.Get_rank() == 0:
+        try:
+            with open(path, "a") as fh:
+                fh.writelines(f"{i + 1}\n" for i in ids)
+        except OSError as exc:
+            raise PargapError(f"print_sparse_index: cannot write {path}: {exc}") from None
