@@ -108,6 +108,29 @@ def test_prior_tiles_and_U_give_the_same_solution(rng):
     np.testing.assert_allclose(solutions[0].factor.T @ solutions[0].factor, K_mm + A.T @ A, rtol=1e-10, atol=1e-10)
 
 
+def test_condition_does_not_see_the_models_deltas(rng):
+    """Two models whose deltas differ by 10^6 (K_NM columns and K_MM blocks scaled by delta^2):
+    the raw condition number passes the warning threshold, the equilibrated one is that of equal
+    deltas, and no warning is raised."""
+    import warnings
+
+    A, b = rng.normal(size=(60, 8)), rng.normal(size=60)
+    B = rng.normal(size=(8, 8))
+    K_mm = B @ B.T / 8 + np.eye(8)
+    K_mm[:4, 4:] = K_mm[4:, :4] = 0.0  # block diagonal: two models
+    scale = np.repeat([1.0, 1e12], 4)  # delta^2
+    solutions = []
+    for s in (np.ones(8), scale):
+        factor = RowFactor.create(SerialComm(), 9, "tsqr")
+        factor.fold(np.column_stack([A * s, b]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            solutions.append(factor.solve(lambda r, c: (s[:, None] * K_mm * s[None, :])[np.ix_(r, c)]))
+    assert np.linalg.cond(solutions[1].factor) > 1e12
+    assert solutions[1].condition == pytest.approx(solutions[0].condition, rel=1e-6)
+    np.testing.assert_allclose(solutions[1].alpha * scale, solutions[0].alpha, rtol=1e-6)
+
+
 def test_not_positive_definite_prior_gives_the_hint(rng):
     from pargap.errors import PargapError
 

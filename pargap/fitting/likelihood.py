@@ -43,6 +43,7 @@ import scipy.optimize
 
 from pargap.errors import ConfigError, PargapError
 from pargap.gp.model import cholesky_factor
+from pargap.linalg import tsqr
 from pargap.linalg.solve import r_factor, reduce_triangles
 from pargap.parallel import SerialComm, collective, on_root
 from pargap.progress import Log, PhaseTimer
@@ -109,17 +110,14 @@ def row_noise(structures, settings):
 # ---- the likelihood from the group triangles -------------------------------------------------------
 
 def group_triangle(block, rows, chunk=None):
-    """R factor (k, M+1) of block[rows], folding in at most ``chunk`` rows at a time (default
-    4 (M+1)): beyond the block a rank holds one chunk and a triangle, not a copy of the group."""
+    """R factor (M+1, M+1) of block[rows], folded in (:func:`pargap.linalg.tsqr.fold`) at most
+    ``chunk`` rows at a time (default 4 (M+1)): beyond the block a rank holds one chunk and a
+    triangle, not a copy of the group."""
     width = block.shape[1]
     chunk = chunk or 4 * width
-    R = np.zeros((0, width))
+    R = tsqr.empty_triangle(width)
     for start in range(0, len(rows), chunk):
-        part = rows[start:start + chunk]
-        stacked = np.empty((len(R) + len(part), width), order="F")
-        stacked[:len(R)] = R
-        stacked[len(R):] = block[part]
-        R = r_factor(stacked)
+        tsqr.fold(R, np.asfortranarray(block[rows[start:start + chunk]]))
     return R
 
 

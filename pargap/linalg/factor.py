@@ -28,14 +28,13 @@ Being rows, a saved triangle is folded back in like any other rows, on any numbe
 (:meth:`RowFactor.restore`).
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.linalg.lapack
 
 from pargap.errors import PargapError
 from pargap.linalg import tsqr
-from pargap.linalg.solution import Solution, not_positive_definite, solve_triangle, warn_condition
+from pargap.linalg.factor_base import FactorBase, FactorState, share
+from pargap.linalg.solution import not_positive_definite, solve_triangle, warn_condition
 
 SOLVERS = ("tsqr", "scalapack", "serial")
 
@@ -43,26 +42,9 @@ PRIOR_PANEL = 512
 """Columns of K_MM built at a time on rank 0 (tsqr, serial)."""
 
 
-@dataclass
-class FactorState:
-    """This rank's part of a checkpointed triangle: rows [offset, offset + len(rows)) of the global
-    (n_rows, n_columns) upper triangle (zeros left of the diagonal); ``rows`` may be empty."""
-
-    offset: int
-    rows: np.ndarray  # (k, n_columns)
-    n_rows: int
-
-
-def share(n, rank, size):
-    """Rows [start, stop) of an n-row range held by ``rank`` of ``size`` (nearly equal slabs)."""
-    return rank * n // size, (rank + 1) * n // size
-
-
-class RowFactor:
+class RowFactor(FactorBase):
     """The R factor of the rows folded so far (see the module docstring). Not instantiated
     directly: :meth:`create` or :meth:`restore`."""
-
-    solver = None
 
     @staticmethod
     def create(comm, n_columns, solver="tsqr", **options):
@@ -89,15 +71,6 @@ class RowFactor:
         rows = np.asfortranarray(saved[start:stop], dtype=float) if stop > start else np.zeros((0, n_columns))
         factor.fold(rows)
         return factor
-
-    def close(self):
-        """Free what the factor holds across ranks (collective; only ScaLAPACK's grids need it)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def fold(self, rows):
         raise NotImplementedError

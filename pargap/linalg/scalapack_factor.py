@@ -23,7 +23,7 @@ import numpy as np
 
 from pargap.errors import PargapError
 from pargap.linalg import scalapack as sl
-from pargap.linalg.factor import FactorState, RowFactor
+from pargap.linalg.factor_base import FactorBase, FactorState
 from pargap.linalg.solution import (Solution, largest_eigenvalue, not_finite, not_positive_definite,
                                     rank_deficient, warn_condition)
 
@@ -35,7 +35,7 @@ def scalapack_bytes(n_columns, size, block_size=64):
     return 8 * (3 * n * n / size + 4 * block_size * n)
 
 
-class ScalapackFactor(RowFactor):
+class ScalapackFactor(FactorBase):
     """R distributed block-cyclic on a near-square grid of ``comm``'s ranks (COMM_SELF for a
     SerialComm). Holds BLACS grids: :meth:`solve` or :meth:`close` frees them (collective)."""
 
@@ -140,6 +140,9 @@ class ScalapackFactor(RowFactor):
         if comm.Get_rank() == 0:
             warn_condition(solution)
         return solution
+
+    def bytes_per_rank(self):
+        return scalapack_bytes(self.n_columns, self.comm.Get_size(), self.block_size)
 
     def close(self):
         """Free the distributed R and the BLACS grids (collective; the factor is then unusable)."""

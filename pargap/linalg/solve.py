@@ -16,11 +16,11 @@ import numpy as np
 import scipy.linalg
 
 from pargap.errors import PargapError
+from pargap.linalg import tsqr
 from pargap.linalg.factor import RowFactor, factor_bytes
-from pargap.linalg.solution import Solution
 from pargap.memory_limit import available_memory, limit_per_rank, parse_bytes  # noqa: F401 (re-exported)
 
-__all__ = ["Solution", "cholesky_factor", "serial_solve", "serial_solve_block", "tsqr_solve", "tsqr_solve_block",
+__all__ = ["r_factor", "reduce_triangles", "serial_solve", "serial_solve_block", "tsqr_solve", "tsqr_solve_block",
            "scalapack_solve", "solve_on_root", "choose_solver", "covariance_sparse_tile"]
 
 
@@ -75,6 +75,17 @@ def solve_on_root(comm, solve):
     return solution
 
 
+def reduce_triangles(comm, R):
+    """The TSQR tree (:func:`pargap.linalg.tsqr.reduce_to_root`): each rank's triangle R_p (k_p,
+    M+1), k_p <= M+1, of its rows -> the (M+1, M+1) triangle of all the ranks' rows on rank 0
+    (None on the others). Collective."""
+    width = R.shape[1]
+    square = tsqr.empty_triangle(width)
+    square[:len(R)] = R
+    square, _ = tsqr.reduce_to_root(comm, square, has_rows=len(R) > 0)
+    return square if comm.Get_rank() == 0 else None
+
+
 def tsqr_solve(comm, A_local, b_local, U):
     """Tall-skinny QR over ranks: A_local (n_p, M) and b_local (n_p,) are this rank's rows; U (M, M)
     is needed on rank 0 only."""
@@ -87,19 +98,6 @@ def tsqr_solve_block(comm, block, U):
     factor = RowFactor.create(comm, block.shape[1], "tsqr")
     factor.fold(block)
     return factor.solve(U)
-
-
-def reduce_triangles(comm, R):
-    """The TSQR tree (:func:`pargap.linalg.tsqr.reduce_to_root`) for a triangle R_p (k_p, M+1),
-    k_p <= M+1, of each rank's rows -> the (M+1, M+1) triangle of all the ranks' rows on rank 0
-    (None on the others). Collective."""
-    from pargap.linalg import tsqr
-
-    n = R.shape[1]
-    T = tsqr.empty_triangle(n)
-    T[:R.shape[0]] = R
-    T, _ = tsqr.reduce_to_root(comm, T, has_rows=R.shape[0] > 0)
-    return T if comm.Get_rank() == 0 else None
 
 
 TSQR_TRIANGLES = 3
@@ -140,7 +138,7 @@ def choose_solver(comm, M, requested="auto"):
 
 
 def auto_solver(M, have):
-    """The "auto" rule -> (solver, reason): "tsqr" when its factor on rank 0
+    """The "auto" rule -> (solver, reason): "tsqr" when its factor
     (:func:`pargap.linalg.factor.factor_bytes`, about TSQR_TRIANGLES (M+1)^2 float64 triangles)
     takes at most MEMORY_FRACTION of ``have`` bytes per rank, "scalapack" otherwise."""
     need = factor_bytes("tsqr", M + 1, 1)

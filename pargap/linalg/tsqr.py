@@ -19,9 +19,10 @@ import scipy.linalg.lapack
 
 from pargap.errors import PargapError
 
-PANEL = 128
-"""Columns per tpqrt panel (LAPACK's nb): T is PANEL x n. 128 was the fastest of 32, 64 and 128
-on this machine's OpenBLAS (45 / 44 / 63 GFLOP/s folding 4000 rows into n = 1501)."""
+PANEL = 64
+"""Columns per tpqrt panel (LAPACK's nb): T is PANEL x n. With one BLAS thread (as under MPI),
+folding 8000 rows into n = 1001 ran at 11.3 / 11.3 / 7.5 GFLOP/s for nb = 32 / 64 / 128, and 3000
+rows into n = 3001 at 11.6 / 15.0 / 13.9 (dgeqrf of the same rows: 3.0 and 4.3 GFLOP/s)."""
 
 CHUNK = 1 << 22
 """float64 entries per message of a packed triangle (32 MiB)."""
