@@ -247,6 +247,7 @@ def run_gapfit_dryrun(out, args):
     top = re.search(r"PEAK\s+([0-9.]+)\s*([KMGT]?B)", block)
     scale = {"B": 1e-9, "KB": 1e-6, "MB": 1e-3, "GB": 1.0, "TB": 1e3}
     return {"fraction": 1.0, "rows": n_rows, "seconds": seconds, "peak_mb": peak,
+            "command": "gap_fit " + " ".join(map(str, words)) + " dryrun=T",
             "estimate_peak_gb": float(top.group(1)) * scale[top.group(2)] if top else None,
             "estimate": [ln.strip() for ln in block.splitlines() if ln.strip() and "=" not in ln],
             "n_times_m_gb": n_rows * sum(int(v * args.sparse_scale) for v in N_SPARSE.values()) * 8 / 1e9}
@@ -268,6 +269,7 @@ def run_gapfit(out, args, dryrun):
                             "forces"], out / f"gapfit_errors_{fraction:g}.json")
     e = json.loads(errors.splitlines()[-1])
     return {"fraction": fraction, "rows": n_rows, "seconds": seconds, "peak_mb": peak, "threads": args.threads,
+            "command": f"OMP_NUM_THREADS={args.threads} gap_fit " + " ".join(map(str, words)),
             "validation": {"energy_mae_mev_atom": 1000 * e["energy_mae"], "energy_rmse_mev_atom": 1000 * e["energy_rmse"],
                            "forces_mae_mev_a": 1000 * e["forces_mae"], "forces_rmse_mev_a": 1000 * e["forces_rmse"]}}
 
@@ -310,6 +312,12 @@ def report(out):
                   f"F {v['forces_mae_mev_a']:.1f} meV/A")
     if not results:
         print("(no step run yet)")
+        return
+    print("what was run (full commands and logs in the results folder):")
+    for key, r in results.items():
+        settings = r.get("settings", {})
+        print(f"  {key}: fraction {r['fraction']:g}, {r['rows']} rows, M = {settings.get('M')}, SOAP n_max "
+              f"{settings.get('n_max')} l_max {settings.get('l_max')}" + (f"; {r['command'][:160]} ..." if "command" in r else ""))
 
 
 def main():
