@@ -7,7 +7,7 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
                   compiled row loops (NUMBA_MB, + SOAP_MB with a SOAP model), MPI (MPI_MB if P > 1)
     structures    the rank's ase.Atoms and observations: STRUCTURE_BYTES + ATOM_BYTES per atom
     descriptors   descriptor values of the rank's structures, all models at once (no gradients):
-                  n_desc (D + 2) 8 bytes, twice (per-structure arrays, then the concatenated pool)
+                  n_desc (D + 2) 8 bytes, and the per-structure arrays of the model being pooled
     sparse points the pool once, the transient of the selection of the costliest model
                   (:func:`selection_bytes`: hash records, the candidates' copy, CUR's V_k rows and
                   D x D triangles) and the chosen M_k x (D + 1) points, kept on every rank
@@ -58,7 +58,6 @@ NUMBA_MB = 60.0
 MPI_MB = 10.0
 STRUCTURE_BYTES = 20_000
 ATOM_BYTES = 2_000
-DESCRIPTOR_COPIES = 2.0
 GRADIENT_FACTOR = 1.5
 SELECT_RECORD_BYTES = 200
 SAMPLE = 256
@@ -164,15 +163,17 @@ def gradient_bytes(n_atoms, desc, grad, dims, n_sparse, chunked=None):
     return GRADIENT_FACTOR * worst
 
 
-def selection_bytes(n_desc, D, M_k, method, root):
+def selection_bytes(n_desc, D, M_k, method, rank, size):
     """Transient bytes of choosing one model's M_k sparse points from a rank's n_desc descriptors
     of dimension D (pargap.fitting.sparsify.select_sparse): the hash records of the repeated-
     descriptor check, the candidates' copy, for CUR the rows of V_k = X^T W_k S_k^-1 (k <= D/2,
-    twice) and the D x D triangles (three; five on rank 0 with the SVD's factors), and the chosen
-    points gathered on every rank and put in order (two copies)."""
+    twice) and the D x D triangles of the tree (its own, a block copy, and a received one or the
+    C-ordered copy a rank sends; on rank 0 also the SVD's factors), and the chosen points gathered
+    on every rank and put in order (two copies)."""
     b = n_desc * (SELECT_RECORD_BYTES + D * 8)
     if method == "cur_points":
-        b += 2 * n_desc * max(D // 2, 1) * 8 + (5 if root else 3) * D * D * 8
+        triangles = 5 if rank == 0 else 3
+        b += 2 * n_desc * max(D // 2, 1) * 8 + triangles * D * D * 8
     return b + 2 * M_k * (D + 1) * 8
 
 
@@ -237,7 +238,7 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     pool = sum(n_k * (D + 2) * 8 for n_k, D in zip(local, sizes.dims)) / MB
     methods = sizes.methods or ["cur_points"] * len(sizes.dims)
     sparse = sum(M_k * (D + 1) * 8 for M_k, D in zip(sizes.n_sparse, sizes.dims)) / MB
-    selecting = max((selection_bytes(n_k, D, M_k, method, rank == 0)
+    selecting = max((selection_bytes(n_k, D, M_k, method, rank, size)
                      for n_k, D, M_k, method in zip(local, sizes.dims, sizes.n_sparse, methods)), default=0.0) / MB
     chunked = [name == "soap" for name in sizes.names] if sizes.names else None
     grads = max((gradient_bytes(sizes.n_atoms[i], sizes.desc[:, i], sizes.grad[:, i], sizes.dims, sizes.n_sparse,
@@ -250,7 +251,7 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     solving = (solve_bytes(solver, n, size, rank) + 8.0 * height * n * (solver == "scalapack")) / MB  # G keeps room for h rows
     saving = checkpoint_bytes(solver, n, size, height, rank) / MB
     phases = {
-        "descriptors": base + held + DESCRIPTOR_COPIES * pool,
+        "descriptors": base + held + pool + max(n_k * (D + 2) * 8 for n_k, D in zip(local, sizes.dims)) / MB,
         "sparse points": base + held + pool + selecting + sparse,
         "covariance rows": base + held + sparse + block + folding + grads,
         "checkpoint": base + held + sparse + saving,
