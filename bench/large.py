@@ -22,6 +22,7 @@ atom_sigma 0.5, zeta 4, dot product, CUR points), written once as a gap_fit comm
 pargap-fit and gap_fit run. e0 per species from a least-squares fit of the training energies on
 the composition (the molecules' compositions differ, so "average" would not do).
 
+pargap runs with solver=tsqr (--solver): ``auto`` would follow this shared machine's free memory.
 Printed per fraction (pargap, mpirun -n RANKS on this machine): rows, time of every phase, peak
 memory per rank (measured, ru_maxrss) beside the --dry-run estimate, the GFLOP/s per core of row
 building (kernel and kernel-gradient flops, 2 (n_desc + 3 n_grad) M_k D per model) and of the
@@ -184,11 +185,12 @@ def run_pargap(out, fraction, args):
     mpirun = ["mpirun", "--oversubscribe", "-n", str(args.ranks)] if args.ranks > 1 else []
     if os.geteuid() == 0 and mpirun:
         mpirun.insert(1, "--allow-run-as-root")
-    fit = [*mpirun, sys.executable, "-m", "pargap.cli.fit", *words]
+    pinned = ["--set", f"solver={args.solver}"]  # not auto: it would follow the shared machine's free memory
+    fit = [*mpirun, sys.executable, "-m", "pargap.cli.fit", *words, *pinned]
     print(f"[large] pargap {fraction:g}: {n_structures} structures, {n_atoms} atoms, {n_rows} rows; "
           f"{' '.join(map(str, fit[:8]))} ... (log {out}/pargap_{fraction:g}.log)", flush=True)
     dgemm_before = dgemm_gflops()
-    plan, _ = run_logged([sys.executable, "-m", "pargap.cli.fit", *words, "--dry-run", "--ranks", str(args.ranks)],
+    plan, _ = run_logged([sys.executable, "-m", "pargap.cli.fit", *words, *pinned, "--dry-run", "--ranks", str(args.ranks)],
                          out / f"dryrun_{fraction:g}.log")
     text, wall = run_logged(fit, out / f"pargap_{fraction:g}.log")
     dgemm_after = dgemm_gflops()
@@ -330,6 +332,8 @@ def main():
     p.add_argument("--report", action="store_true", help="print the table of the steps done")
     p.add_argument("--ranks", type=int, default=2, help="MPI ranks of pargap (default 2: this machine's cores)")
     p.add_argument("--threads", type=int, default=2, help="OpenMP threads of gap_fit (default 2)")
+    p.add_argument("--solver", default="tsqr", help="pargap's solver (default tsqr: its three 0.8 GB triangles fit; "
+                   "ScaLAPACK's folds would re-factorise R 106 times at 100%%)")
     p.add_argument("--n-max", dest="n_max", type=int, default=6)
     p.add_argument("--l-max", dest="l_max", type=int, default=4)
     p.add_argument("--sparse-scale", type=float, default=1.0,
