@@ -5,7 +5,8 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     baseline      interpreter, numpy/scipy/ASE/h5py imports (BASE_MB), the numba runtime and
                   compiled row loops (NUMBA_MB, + SOAP_MB with a SOAP model), MPI (MPI_MB if P > 1)
     structures    the rank's ase.Atoms and observations: STRUCTURE_BYTES + ATOM_BYTES per atom
-    descriptors   descriptor values of the rank's structures, all models at once (no gradients):
+    descriptors   descriptor values of the rank's structures, one model at a time (no gradients;
+                  each model's pool is freed once its sparse points are chosen), the largest:
                   n_desc (D + 2) 8 bytes, twice (per-structure arrays, then the concatenated pool)
     gradients     the transient of the worst structure while its rows are built, per model:
                   G (3D + 8) 8 bytes of descriptor gradients (G gradient rows; SOAP's are built
@@ -161,7 +162,8 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     n = M + 1
     base = BASE_MB + NUMBA_MB * (len(which) > 0) + SOAP_MB * sizes.has_soap + MPI_MB * (size > 1)
     held = (STRUCTURE_BYTES * len(which) + ATOM_BYTES * sizes.n_atoms[which].sum()) / MB
-    desc = sum(sizes.desc[k, which].sum() * (D + 2) * 8 for k, D in enumerate(sizes.dims)) * DESCRIPTOR_COPIES / MB
+    desc = max((sizes.desc[k, which].sum() * (D + 2) * 8 for k, D in enumerate(sizes.dims)),
+               default=0.0) * DESCRIPTOR_COPIES / MB
     chunked = [name == "soap" for name in sizes.names] if sizes.names else None
     grads = max((gradient_bytes(sizes.n_atoms[i], sizes.desc[:, i], sizes.grad[:, i], sizes.dims, sizes.n_sparse,
                                 chunked) for i in which), default=0.0) / MB
