@@ -24,7 +24,7 @@ import dataclasses
 import numpy as np
 
 from pargap.errors import InputError
-from pargap.fitting.models import descriptor_pools, select_models
+from pargap.fitting.models import sparse_models
 from pargap.fitting.output import file_hash, provenance
 from pargap.fitting.rows import fold_rows, row_block_rows
 from pargap.fitting.species import expand_models, species_order
@@ -94,8 +94,8 @@ def fit_charge_models(settings, comm, log, timer, seed, structures):
     species = species_order(comm, charged)  # the species of the charge data, in file order
     expanded = expand_models(settings, species, settings.charge_gap)
     with timer.phase("charges: sparse points"):
-        models = select_models(comm, expanded, descriptor_pools(charged, expanded), seed + SEED_OFFSET, log,
-                               name="charge model", print_sparse_index=False)
+        models = sparse_models(comm, charged, expanded, seed + SEED_OFFSET, log, name="charge model",
+                               print_sparse_index=False)
     M = sum(m.n_sparse for m in models)
 
     def count(s):

@@ -17,7 +17,7 @@ from pargap.errors import InputError
 from pargap.fitting.charges import fit_charge_models, fit_charges_only
 from pargap.fitting.checkpoint import Stopped
 from pargap.fitting.e0 import compute_e0
-from pargap.fitting.models import descriptor_pools, draw_seed, drop_empty, select_models
+from pargap.fitting.models import draw_seed, sparse_models
 from pargap.fitting.output import file_hash, provenance, stores_variance, variance_factor
 from pargap.fitting.rows import covariance_rows, fold_rows, row_block_rows, structure_rows
 from pargap.fitting.species import expand_models, species_order
@@ -31,8 +31,8 @@ from pargap.progress import Log, PhaseTimer
 
 
 def build_models(settings, comm, log, timer, seed, stop=None, core=None):
-    """Phases read, descriptors and sparse points: (this rank's structures, models, e0, data
-    hash, number of structures in the file). A stop request before the models exist ends the fit
+    """Phases read, then descriptors and sparse points (model by model): (this rank's structures,
+    models, e0, data hash, number of structures in the file). A stop request before the models exist ends the fit
     with nothing to save."""
     def check(phase):
         if stop is not None and stop.agreed():
@@ -60,13 +60,9 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
     check("read")
 
     expanded = expand_models(settings, species)
-    with timer.phase("descriptors"):
-        expanded, pools = drop_empty(comm, expanded, descriptor_pools(structures, expanded), log)
-    check("descriptors")
-
-    with timer.phase("sparse points"):
-        models = select_models(comm, expanded, pools, seed, log)
-        del pools
+    with timer.phase("descriptors and sparse points"):
+        models = sparse_models(comm, structures, expanded, seed, log)
+    check("sparse points")
     return structures, models, e0, data_hash, len(index)
 
 

@@ -6,11 +6,12 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     baseline      interpreter, numpy/scipy/ASE/h5py imports (BASE_MB), the numba runtime and
                   compiled row loops (NUMBA_MB, + SOAP_MB with a SOAP model), MPI (MPI_MB if P > 1)
     structures    the rank's ase.Atoms and observations: STRUCTURE_BYTES + ATOM_BYTES per atom
-    descriptors   descriptor values of the rank's structures, all models at once (no gradients):
-                  n_desc (D + 2) 8 bytes, and the per-structure arrays of the model being pooled
-    sparse points the pool once, the transient of the selection of the costliest model
-                  (:func:`selection_bytes`: hash records, the candidates' copy, CUR's V_k rows and
-                  D x D triangles) and the chosen M_k x (D + 1) points, kept on every rank
+    descriptors   model by model (pargap.fitting.models.sparse_models: each model's pool is freed
+    and sparse    once its points are chosen): the largest of a model's descriptor values (no
+    points        gradients) n_desc (D + 2) 8 bytes twice (per-structure arrays, then the pool), or
+                  once with the transient of its selection (:func:`selection_bytes`: hash records,
+                  the candidates' copy, CUR's V_k rows and D x D triangles); beside them the chosen
+                  M_k x (D + 1) points, kept on every rank
     covariance    the rows are streamed: one row block [K_NM | y] of at most row_block_mb (its
     rows          height h: min(rank's rows, max(block rows, largest structure's rows))), h (M+1) 8
                   bytes; the factor being folded into (:func:`fold_bytes`: TSQR its (M+1)^2
@@ -235,11 +236,12 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     base = BASE_MB + NUMBA_MB * (len(which) > 0) + SOAP_MB * sizes.has_soap + MPI_MB * (size > 1)
     held = (STRUCTURE_BYTES * len(which) + ATOM_BYTES * sizes.n_atoms[which].sum()) / MB
     local = [sizes.desc[k, which].sum() for k in range(len(sizes.dims))]
-    pool = sum(n_k * (D + 2) * 8 for n_k, D in zip(local, sizes.dims)) / MB
+    pools = [n_k * (D + 2) * 8 / MB for n_k, D in zip(local, sizes.dims)]
     methods = sizes.methods or ["cur_points"] * len(sizes.dims)
     sparse = sum(M_k * (D + 1) * 8 for M_k, D in zip(sizes.n_sparse, sizes.dims)) / MB
-    selecting = max((selection_bytes(n_k, D, M_k, method, rank, size)
-                     for n_k, D, M_k, method in zip(local, sizes.dims, sizes.n_sparse, methods)), default=0.0) / MB
+    selecting = max((pool + selection_bytes(n_k, D, M_k, method, rank, size) / MB
+                     for pool, n_k, D, M_k, method in zip(pools, local, sizes.dims, sizes.n_sparse, methods)),
+                    default=0.0)
     chunked = [name == "soap" for name in sizes.names] if sizes.names else None
     grads = max((gradient_bytes(sizes.n_atoms[i], sizes.desc[:, i], sizes.grad[:, i], sizes.dims, sizes.n_sparse,
                                 chunked) for i in which), default=0.0) / MB
@@ -251,8 +253,8 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     solving = (solve_bytes(solver, n, size, rank) + 8.0 * height * n * (solver == "scalapack")) / MB  # G keeps room for h rows
     saving = checkpoint_bytes(solver, n, size, height, rank) / MB
     phases = {
-        "descriptors": base + held + pool + max(n_k * (D + 2) * 8 for n_k, D in zip(local, sizes.dims)) / MB,
-        "sparse points": base + held + pool + selecting + sparse,
+        "descriptors": base + held + 2 * max(pools, default=0.0) + sparse,
+        "sparse points": base + held + selecting + sparse,
         "covariance rows": base + held + sparse + block + folding + grads,
         "checkpoint": base + held + sparse + saving,
         "solve": base + held + sparse + solving,
