@@ -131,7 +131,7 @@ def test_real_sigterm_to_the_ranks_mid_fit(tmp_path):
     try:
         deadline = time.time() + TIMEOUT
         for line in proc.stdout:
-            if "sparse points " in line or time.time() > deadline:
+            if "K_NM:" in line or time.time() > deadline:  # the rows are being built
                 break
         ranks = [p for p in _session_members(proc.pid) if p != proc.pid and "python" in _cmdline(p)]
         assert len(ranks) == 2
