@@ -10,7 +10,7 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     and sparse    once its points are chosen): the largest of a model's descriptor values (no
     points        gradients) n_desc (D + 2) 8 bytes twice (per-structure arrays, then the pool), or
                   once with the transient of its selection (:func:`selection_bytes`: hash records,
-                  the candidates' copy, CUR's V_k rows and D x D triangles); beside them the chosen
+                  the candidates' copy, CUR's D x D triangles); beside them the chosen
                   M_k x (D + 1) points, kept on every rank
     covariance    the rows are streamed: one row block [K_NM | y] of at most row_block_mb (its
     rows          height h: min(rank's rows, max(block rows, largest structure's rows))), h (M+1) 8
@@ -23,7 +23,8 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
                   model's force rows n_atoms 3 M_k 8 bytes
     solve         the factor at the solve (:func:`solve_bytes`, pargap.linalg.factor.factor_bytes):
                   TSQR on rank 0 its triangle, the copy the prior is folded into, the prior rows
-                  [U | 0] and the K_MM panels; on the other ranks two triangles of the tree merge
+                  [U | 0] and the K_MM panels, with PRIOR_COPIES copies of a model's sparse
+                  points made by the kernel while it builds them; on the other ranks two triangles of the tree merge
                   and a packed chunk; ScaLAPACK its share, 3 (M+1)^2 / P, and pdgeqrf's panels.
                   ScaLAPACK's G keeps room for a block, h (M+1), to the end
     checkpoint    (--checkpoint, or on SIGTERM) the row block freed, :func:`checkpoint_bytes`: TSQR
@@ -61,6 +62,7 @@ STRUCTURE_BYTES = 20_000
 ATOM_BYTES = 2_000
 GRADIENT_FACTOR = 1.5
 SELECT_RECORD_BYTES = 200
+PRIOR_COPIES = 3
 SAMPLE = 256
 
 
@@ -167,14 +169,13 @@ def gradient_bytes(n_atoms, desc, grad, dims, n_sparse, chunked=None):
 def selection_bytes(n_desc, D, M_k, method, rank, size):
     """Transient bytes of choosing one model's M_k sparse points from a rank's n_desc descriptors
     of dimension D (pargap.fitting.sparsify.select_sparse): the hash records of the repeated-
-    descriptor check, the candidates' copy, for CUR the rows of V_k = X^T W_k S_k^-1 (k <= D/2,
-    twice) and the D x D triangles of the tree (its own, a block copy, and a received one or the
+    descriptor check, the candidates' copy, for CUR the D x D triangles of the tree (its own, a block copy, and a received one or the
     C-ordered copy a rank sends; on rank 0 also the SVD's factors), and the chosen points gathered
     on every rank and put in order (two copies)."""
     b = n_desc * (SELECT_RECORD_BYTES + D * 8)
     if method == "cur_points":
         triangles = 5 if rank == 0 else 3
-        b += 2 * n_desc * max(D // 2, 1) * 8 + triangles * D * D * 8
+        b += triangles * D * D * 8  # V_k (n, k) is small: k is half the numerical rank, far below D for SOAP
     return b + 2 * M_k * (D + 1) * 8
 
 
@@ -250,7 +251,10 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     height = min(rows, max(block_rows or rows, largest))
     block = height * n * 8 / MB
     folding = fold_bytes(solver, n, size, height, rank) / MB
-    solving = (solve_bytes(solver, n, size, rank) + 8.0 * height * n * (solver == "scalapack")) / MB  # G keeps room for h rows
+    solving = solve_bytes(solver, n, size, rank) + 8.0 * height * n * (solver == "scalapack")  # G keeps room for h rows
+    if solver == "scalapack" or rank == 0:  # K_MM tiles: the kernel's copies of a model's sparse points
+        solving += PRIOR_COPIES * max((M_k * (D + 1) * 8 for M_k, D in zip(sizes.n_sparse, sizes.dims)), default=0)
+    solving /= MB
     saving = checkpoint_bytes(solver, n, size, height, rank) / MB
     phases = {
         "descriptors": base + held + 2 * max(pools, default=0.0) + sparse,
