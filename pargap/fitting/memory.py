@@ -252,7 +252,7 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     block = height * n * 8 / MB
     folding = fold_bytes(solver, n, size, height, rank) / MB
     solving = solve_bytes(solver, n, size, rank) + 8.0 * height * n * (solver == "scalapack")  # G keeps room for h rows
-    if solver == "scalapack" or rank == 0:  # K_MM tiles: the kernel's copies of a model's sparse points
+    if solver != "scalapack" and rank == 0:  # K_MM's column panels: the kernel's copies of a model's points
         solving += PRIOR_COPIES * max((M_k * (D + 1) * 8 for M_k, D in zip(sizes.n_sparse, sizes.dims)), default=0)
     solving /= MB
     saving = checkpoint_bytes(solver, n, size, height, rank) / MB
