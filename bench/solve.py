@@ -10,8 +10,9 @@ Timed in the same run, on the same P cores (one BLAS thread per rank):
   TSQR tree's) against dgeqrf on a stacked dense copy (the tree before issue 15);
 - for each N, M: every rank folds its N/P rows of a random well-conditioned [A | b] in blocks of
   --block-mb MB (the rows are drawn before each block's timer starts):
-  - tsqr: per-rank tpqrt folds, then the tree and the solve (prior rows [I | 0]);
-  - scalapack: the blocks folded into the block-cyclic R (nb x nb blocks, near-square grid), solve;
+  - tsqr: per-rank tpqrt folds, then the solve: the tree, the prior rows [I | 0], alpha;
+  - scalapack: the blocks (each first reduced on its rank when taller than wide) folded into the
+    block-cyclic R (nb x nb blocks, near-square grid), then the solve;
   - slepc (--slepc, when slepc4py is installed): BVOrthogonalize with its TSQR, CholQR and
     TSQRCHOL block methods on the same rows held whole (it needs all of them at once, and forms Q);
   - lstsq: scipy.linalg.lstsq on the gathered matrix on rank 0 with P BLAS threads, for each
@@ -81,11 +82,10 @@ def timed(comm, func):
 
 
 def streamed(comm, solver, N, M, block_mb, nb):
-    """(solution, fold seconds, total seconds) of folding this rank's blocks and solving."""
+    """(solution, fold seconds, solve seconds) of folding this rank's blocks and solving; drawing
+    the rows is not timed."""
     rank, size = comm.Get_rank(), comm.Get_size()
     folding = 0.0
-    comm.Barrier()
-    start = time.perf_counter()
     with RowFactor.create(comm, M + 1, solver, **({"block_size": nb} if solver == "scalapack" else {})) as factor:
         for k, n_rows in enumerate(my_blocks(rank, size, N, M, block_mb)):
             rows = block_rows(rank, k, n_rows, M)
@@ -94,9 +94,8 @@ def streamed(comm, solver, N, M, block_mb, nb):
             factor.fold(rows)
             folding += time.perf_counter() - t
             del rows
-        solution = factor.solve(lambda r, c: (r[:, None] == c[None, :]).astype(float))
-    total = time.perf_counter() - start
-    return solution, max(comm.allgather(folding)), max(comm.allgather(total))
+        solution, solving = timed(comm, lambda: factor.solve(lambda r, c: (r[:, None] == c[None, :]).astype(float)))
+    return solution, max(comm.allgather(folding)), solving
 
 
 def merge_times(M, repeats=2):
@@ -192,13 +191,13 @@ def main():
         auto = choose_solver(comm, M)[0]  # collective
         if rank == 0:
             print(f"N={N} M={M} (auto would choose {auto}):", flush=True)
-        solution, folding, total = streamed(comm, "tsqr", N, M, args.block_mb, args.nb)
+        solution, folding, solving = streamed(comm, "tsqr", N, M, args.block_mb, args.nb)
         reference = solution.alpha
         report("tsqr folds", folding)
-        report("tsqr, with solve", total)
-        solution, folding, total = streamed(comm, "scalapack", N, M, args.block_mb, args.nb)
+        report("tsqr folds + solve", folding + solving, f"; the solve (tree, prior, alpha) {solving:.2f} s")
+        solution, folding, solving = streamed(comm, "scalapack", N, M, args.block_mb, args.nb)
         report("scalapack folds", folding)
-        report("scalapack, solve", total, versus(solution.alpha))
+        report("scalapack + solve", folding + solving, f"; the solve {solving:.2f} s" + versus(solution.alpha))
         if args.slepc:
             times = slepc_times(comm, N, M, args.block_mb)
             if times is None and rank == 0:

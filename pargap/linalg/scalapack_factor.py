@@ -2,17 +2,18 @@
 
 The (M+1) x (M+1) triangle R lives distributed, nb x nb blocks on a near-square grid, in the top
 rows of a matrix G; no rank ever holds more than its share of it. A fold of one block of rows per
-rank (k_p rows on rank p, h = max k_p):
+rank (k_p rows on rank p): a block taller than wide (k_p > M+1) is first reduced on its rank to
+its (M+1) x (M+1) triangle (LAPACK tpqrt, no communication, no more memory than the block); then,
+with h = max over ranks of the rows left,
 
     G = [ R           ]   (M+1) rows        pdgemr2d: each rank's rows, zero-padded to h, into
         [ rows rank 0 ]   h rows            the block-cyclic rows below R
         [ ...         ]
         [ rows rank P-1]  h rows            pdgeqrf:  R <- R factor of G (top M+1 rows)
 
-then the reflectors are cleared from R's lower part. Zero rows change no R, so the padding only
-costs flops. pdgeqrf treats R as dense: a fold costs 2 (M + 1 + P h) (M+1)^2 flops against the
-2 P h (M+1)^2 of the rows alone, an overhead of (2/3)(M+1)/(P h) (ScaLAPACK has no pdtpqrt),
-small once the blocks of all ranks together are taller than M.
+and the reflectors are cleared from R's lower part. Zero rows change no R, so the padding only
+costs flops. pdgeqrf treats R as dense (ScaLAPACK has no pdtpqrt): 2 (M + 1 + P h) (M+1)^2 flops
+in all, against the 2 P h (M+1)^2 of the rows alone.
 
 The solve stacks the prior rows [U | 0] on R (K_MM + jitter I built tile by tile where it lives
 and factorised there, pdpotrf), one more pdgeqrf, pdtrtrs. Memory per rank: R's share (M+1)^2 / P,
@@ -23,6 +24,7 @@ import numpy as np
 
 from pargap.errors import PargapError
 from pargap.linalg import scalapack as sl
+from pargap.linalg import tsqr
 from pargap.linalg.factor_base import FactorBase, FactorState
 from pargap.linalg.solution import (Solution, largest_eigenvalue, not_finite, not_positive_definite,
                                     rank_deficient, warn_condition)
@@ -61,12 +63,15 @@ class ScalapackFactor(FactorBase):
         return G.local[:k_r], G.rows[:k_r]
 
     def fold(self, rows):
-        """R <- R factor of [R ; the rows of every rank]. Collective; rows (k, M+1), k >= 0."""
+        """R <- R factor of [R ; the rows of every rank]. Collective; rows (k, M+1), k >= 0
+        (overwritten when Fortran-ordered float64)."""
         from mpi4py import MPI
 
         n, size = self.n_columns, self.comm.Get_size()
         if rows.ndim != 2 or rows.shape[1] != n:
             raise ValueError(f"rows of {n} columns expected, got shape {rows.shape}")
+        if rows.shape[0] > n:  # taller than wide: reduced here first (tpqrt, no communication)
+            rows = tsqr.fold(tsqr.empty_triangle(n), rows)
         h = self.comm.allreduce(rows.shape[0], op=MPI.MAX)
         if h == 0:
             return
