@@ -7,7 +7,7 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     structures    the rank's ase.Atoms and observations: STRUCTURE_BYTES + ATOM_BYTES per atom
     descriptors   descriptor values of the rank's structures, one model at a time (no gradients;
                   each model's pool is freed once its sparse points are chosen), the largest:
-                  n_desc (D + 2) 8 bytes, twice (per-structure arrays, then the concatenated pool)
+                  n_desc (D + 2) 8 bytes, gathered in chunks and held about once
     gradients     the transient of the worst structure while its rows are built, per model:
                   G (3D + 8) 8 bytes of descriptor gradients (G gradient rows; SOAP's are built
                   over groups of centres, so G <= GRADIENT_CHUNK_BYTES / (3D 8)), the kernel-gradient
@@ -47,7 +47,7 @@ NUMBA_MB = 60.0
 MPI_MB = 10.0
 STRUCTURE_BYTES = 20_000
 ATOM_BYTES = 2_000
-DESCRIPTOR_COPIES = 2.0
+DESCRIPTOR_COPIES = 1.0
 GRADIENT_FACTOR = 1.5
 SAMPLE = 256
 
