@@ -238,8 +238,9 @@ def test_soap_rows_over_chunks_of_centres_equal_the_whole_structure(monkeypatch)
     model = Model(soap, make_kernel("dot_product", dimension=soap.dimension, delta=0.1, zeta=2), x, np.ones(len(x)))
     whole = observations.single_model_rows(atoms, model)
     small = 3 * soap.dimension * 8 * 60  # a few centres' gradients per group
-    chunks = soap.centre_chunks(atoms, small)
+    chunks, _ = soap.centre_chunks(atoms, small)
     assert len(chunks) > 4 and np.array_equal(np.concatenate(chunks), np.arange(len(atoms)))
+    assert soap.centre_chunks(atoms, 2**30)[0] == [None]  # a structure that fits: all centres at once
     monkeypatch.setattr(observations, "GRADIENT_CHUNK_BYTES", small)
     chunked = observations.single_model_rows(atoms, model)
     for name in ("energy", "local", "forces", "virial"):
