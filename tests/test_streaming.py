@@ -238,10 +238,32 @@ def test_soap_rows_over_chunks_of_centres_equal_the_whole_structure(monkeypatch)
     model = Model(soap, make_kernel("dot_product", dimension=soap.dimension, delta=0.1, zeta=2), x, np.ones(len(x)))
     whole = observations.single_model_rows(atoms, model)
     small = 3 * soap.dimension * 8 * 60  # a few centres' gradients per group
-    chunks = soap.centre_chunks(atoms, small)
+    chunks, _ = soap.centre_chunks(atoms, small)
     assert len(chunks) > 4 and np.array_equal(np.concatenate(chunks), np.arange(len(atoms)))
+    assert soap.centre_chunks(atoms, 2**30)[0] == [None]  # a structure that fits: all centres at once
     monkeypatch.setattr(observations, "GRADIENT_CHUNK_BYTES", small)
     chunked = observations.single_model_rows(atoms, model)
     for name in ("energy", "local", "forces", "virial"):
         np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), rtol=1e-12,
                                    atol=1e-12 * np.abs(getattr(whole, name)).max())
+
+
+def test_descriptor_pool_gathered_in_chunks_equals_the_concatenation(monkeypatch):
+    """A model's pool is gathered in chunks (held about once, not twice): the same values, weights
+    and owners as the descriptors of every structure concatenated, whatever the chunk size."""
+    from types import SimpleNamespace
+
+    from pargap.descriptors import make_descriptor
+    from pargap.descriptors.soap import Soap
+    from pargap.fitting import models
+
+    structures = [SimpleNamespace(index=3 * i + 1, atoms=a) for i, a in enumerate(lj_cells(6, seed=3))]
+    for descriptor in (Soap(cutoff=4.0, l_max=3, n_max=4, atom_sigma=0.6), make_descriptor("distance_2b", cutoff=4.0)):
+        every = [descriptor.compute(s.atoms) for s in structures]
+        for chunk_bytes in (3000, 2**20):
+            monkeypatch.setattr(models, "POOL_CHUNK_BYTES", chunk_bytes)
+            pool = models.descriptor_pools(structures, [(descriptor, None, None, None)])[0]
+            np.testing.assert_array_equal(pool.x, np.concatenate([d.x for d in every]))
+            np.testing.assert_array_equal(pool.weight, np.concatenate([d.weight for d in every]))
+            np.testing.assert_array_equal(pool.structure, np.concatenate(
+                [np.full(len(d), s.index) for d, s in zip(every, structures)]))

@@ -32,8 +32,9 @@ from pargap.progress import Log, PhaseTimer
 
 def build_models(settings, comm, log, timer, seed, stop=None, core=None):
     """Phases read, then descriptors and sparse points (model by model): (this rank's structures,
-    models, e0, data hash, number of structures in the file). A stop request before the models exist ends the fit
-    with nothing to save."""
+    models, e0, data hash, number of structures in the file). A stop request after the read ends
+    the fit with nothing to save; one during the sparse points is acted on at the first round of
+    rows, where the models are saved."""
     def check(phase):
         if stop is not None and stop.agreed():
             raise Stopped(f"stopped (SIGTERM or --stop-after) after the {phase} phase, before any rows: "
@@ -62,7 +63,7 @@ def build_models(settings, comm, log, timer, seed, stop=None, core=None):
     expanded = expand_models(settings, species)
     with timer.phase("descriptors and sparse points"):
         models = sparse_models(comm, structures, expanded, seed, log)
-    check("sparse points")
+    # a stop request from here on is acted on at the first round of rows: the models are saved
     return structures, models, e0, data_hash, len(index)
 
 

@@ -8,8 +8,8 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     structures    the rank's ase.Atoms and observations: STRUCTURE_BYTES + ATOM_BYTES per atom
     descriptors   model by model (pargap.fitting.models.sparse_models: each model's pool is freed
     and sparse    once its points are chosen): the largest of a model's descriptor values (no
-    points        gradients) n_desc (D + 2) 8 bytes twice (per-structure arrays, then the pool), or
-                  once with the transient of its selection (:func:`selection_bytes`: hash records,
+    points        gradients) n_desc (D + 2) 8 bytes (gathered in POOL_CHUNK_BYTES chunks, held once),
+                  alone or with the transient of its selection (:func:`selection_bytes`: hash records,
                   the candidates' copy, CUR's D x D triangles); beside them the chosen
                   M_k x (D + 1) points, kept on every rank
     covariance    the rows are streamed: one row block [K_NM | y] of at most row_block_mb (its
@@ -231,6 +231,8 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     """Estimated peak MB of each phase on ``rank`` of ``size`` owning ``structures`` (indices),
     for the solver "tsqr", "serial" or "scalapack", with row blocks of ``block_rows`` rows (None:
     all the rank's rows in one block). See the module docstring."""
+    from pargap.fitting.models import POOL_CHUNK_BYTES
+
     which = list(structures)
     M = sum(sizes.n_sparse)
     n = M + 1
@@ -257,7 +259,7 @@ def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):
     solving /= MB
     saving = checkpoint_bytes(solver, n, size, height, rank) / MB
     phases = {
-        "descriptors": base + held + 2 * max(pools, default=0.0) + sparse,
+        "descriptors": base + held + max(pools, default=0.0) + POOL_CHUNK_BYTES / MB + sparse,
         "sparse points": base + held + selecting + sparse,
         "covariance rows": base + held + sparse + block + folding + grads,
         "checkpoint": base + held + sparse + saving,

@@ -17,23 +17,41 @@ def draw_seed(comm, rnd_seed):
     return comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if comm.Get_rank() == 0 else None, root=0)
 
 
+POOL_CHUNK_BYTES = 8 * 2**20
+"""A pool's descriptors are gathered in chunks of this size, then copied into one array chunk by
+chunk (each freed after its copy): the pool is held about once, not twice."""
+
+
 def descriptor_pools(structures, expanded):
     """Descriptor values (no gradients) of this rank's structures, one pool per model."""
-    pools = []
-    for descriptor, _, _, _ in expanded:
-        xs, ws, owners = [], [], []
-        for s in structures:
-            d = descriptor.compute(s.atoms, gradients=False)
-            xs.append(d.x)
-            ws.append(d.weight)
-            owners.append(np.full(len(d), s.index))
-        D = descriptor.dimension
-        pools.append(DescriptorPool(
-            np.concatenate(xs) if xs else np.zeros((0, D)),
-            np.concatenate(ws) if ws else np.zeros(0),
-            np.concatenate(owners) if owners else np.zeros(0, dtype=int),
-        ))
-    return pools
+    return [_pool(structures, descriptor) for descriptor, _, _, _ in expanded]
+
+
+def _pool(structures, descriptor):
+    D = descriptor.dimension
+    width = D + 2  # x, weight, owning structure
+    rows = max(1, POOL_CHUNK_BYTES // (8 * width))
+    chunks, chunk, used = [], np.empty((rows, width)), 0
+    for s in structures:
+        d = descriptor.compute(s.atoms, gradients=False)
+        values = np.column_stack([d.x, d.weight, np.full(len(d), float(s.index))])
+        while len(values):
+            take = min(len(values), rows - used)
+            chunk[used:used + take] = values[:take]
+            values, used = values[take:], used + take
+            if used == rows:
+                chunks.append(chunk)
+                chunk, used = np.empty((rows, width)), 0
+    chunks.append(chunk[:used])
+    n = sum(len(c) for c in chunks)
+    x, weight, owner = np.empty((n, D)), np.empty(n), np.empty(n, dtype=np.int64)
+    start = 0
+    for k in range(len(chunks)):
+        c, chunks[k] = chunks[k], None
+        x[start:start + len(c)], weight[start:start + len(c)] = c[:, :D], c[:, D]
+        owner[start:start + len(c)] = c[:, D + 1]
+        start += len(c)
+    return DescriptorPool(x, weight, owner)
 
 
 def sparse_models(comm, structures, expanded, seed, log, name="model", print_sparse_index=True):

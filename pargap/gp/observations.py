@@ -68,13 +68,12 @@ def single_model_rows(atoms, model, gradients=True):
     if gradients:
         rows.forces = np.zeros((n_atoms, 3, M))
         rows.virial = np.zeros((3, 3, M))
-    chunks = [None]
     if gradients and hasattr(model.descriptor, "centre_chunks"):
-        chunks = model.descriptor.centre_chunks(atoms, GRADIENT_CHUNK_BYTES)
-    for centres in chunks:
-        desc = model.descriptor.compute(atoms, gradients=gradients) if centres is None else \
-            model.descriptor.compute(atoms, gradients=gradients, centres=centres)
-        _add_rows(rows, desc, model)
+        chunks, neighbours = model.descriptor.centre_chunks(atoms, GRADIENT_CHUNK_BYTES)
+        for centres in chunks:
+            _add_rows(rows, model.descriptor.compute(atoms, True, centres=centres, neighbours=neighbours), model)
+    else:
+        _add_rows(rows, model.descriptor.compute(atoms, gradients=gradients), model)
     return rows
 
 
