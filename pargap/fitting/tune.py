@@ -35,12 +35,12 @@ import itertools
 import json
 import math
 import os
-import tomllib
 
 import numpy as np
 
 from pargap.errors import ConfigError, PargapError
 from pargap.fitting.cross_validation import KINDS, cross_validate, summarise
+from pargap.settings.config import read_toml
 
 METHODS = ("grid", "random", "halving")
 SEARCH_KEYS = {"method", "seed", "n_candidates", "fraction", "min_fraction", "eta", "include_base", "score",
@@ -65,14 +65,7 @@ class Search:
 
 def load_search(path):
     """Search from a TOML file; errors name the file and the key."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"search file {path} not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"search file {path}: invalid TOML: {exc}") from None
-    return search_from_dict(data, path)
+    return search_from_dict(read_toml(path, "search"), path)
 
 
 def search_from_dict(data, where="search"):

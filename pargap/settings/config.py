@@ -484,15 +484,20 @@ def _float_list(value, key):
         raise ConfigError(f"setting '{key}': expected a list of numbers, got {value!r}") from None
 
 
-def load_toml(path, overrides=()):
-    """Read a TOML settings file and apply ``key=value`` overrides (``--set``)."""
+def read_toml(path, what="settings"):
+    """The TOML file at ``path`` as a dict; a missing or invalid file is a ConfigError naming it."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"settings file {path} not found") from None
+        raise ConfigError(f"{what} file {path} not found") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"settings file {path}: invalid TOML: {exc}") from None
+        raise ConfigError(f"{what} file {path}: invalid TOML: {exc}") from None
+
+
+def load_toml(path, overrides=()):
+    """Read a TOML settings file and apply ``key=value`` overrides (``--set``)."""
+    data = read_toml(path)
     apply_overrides(data, overrides)
     return settings_from_dict(data)
 
