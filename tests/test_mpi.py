@@ -253,8 +253,8 @@ sparse_method = "cur_points"
             best = min(best, time.process_time() - start)
         seconds.append(best)
     seconds = np.array(seconds)
-    assert seconds.max() > 30 * seconds.min()  # premise: very different sizes
     costs = [structure_cost(s.atoms, settings.cutoff) for s in structures]
+    assert max(costs) > 30 * min(costs)  # premise: very different sizes (cost, not noisy time)
     for P in (2, 4):
         times = [seconds[o].sum() for o in balanced_partition(costs, P)]
         print(f"P={P}: slowest rank {100 * (max(times) / np.mean(times) - 1):.1f}% above the mean")
