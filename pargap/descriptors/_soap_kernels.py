@@ -1,7 +1,8 @@
 """Compiled loops of the SOAP descriptor (numba): density coefficients and power spectrum."""
 
-import numba
 import numpy as np
+
+from pargap.compiled import numba
 
 
 @numba.njit(cache=True, nogil=True)

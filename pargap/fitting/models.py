@@ -17,45 +17,62 @@ def draw_seed(comm, rnd_seed):
     return comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if comm.Get_rank() == 0 else None, root=0)
 
 
+POOL_CHUNK_BYTES = 8 * 2**20
+"""A pool's descriptors are gathered in chunks of this size, then copied into one array chunk by
+chunk (each freed after its copy): the pool is held about once, not twice."""
+
+
 def descriptor_pools(structures, expanded):
     """Descriptor values (no gradients) of this rank's structures, one pool per model."""
-    pools = []
-    for descriptor, _, _, _ in expanded:
-        xs, ws, owners = [], [], []
-        for s in structures:
-            d = descriptor.compute(s.atoms, gradients=False)
-            xs.append(d.x)
-            ws.append(d.weight)
-            owners.append(np.full(len(d), s.index))
-        D = descriptor.dimension
-        pools.append(DescriptorPool(
-            np.concatenate(xs) if xs else np.zeros((0, D)),
-            np.concatenate(ws) if ws else np.zeros(0),
-            np.concatenate(owners) if owners else np.zeros(0, dtype=int),
-        ))
-    return pools
+    return [_pool(structures, descriptor) for descriptor, _, _, _ in expanded]
 
 
-def drop_empty(comm, expanded, pools, log):
-    """(expanded, pools) without the models that species expansion made for a species combination
-    no structure has (e.g. O-O in ethanol): no descriptors on any rank, nothing to contribute."""
-    counts = comm.allreduce(np.array([len(pool.x) for pool in pools], dtype=np.int64))
-    unused = [k for k, ((_, _, g, _), n) in enumerate(zip(expanded, counts)) if n == 0 and g.add_species]
-    for k in unused:
-        log(f"model {k} ({_label(expanded[k][0], ('Z',))}): no descriptors in the data, dropped")
-    return ([e for k, e in enumerate(expanded) if k not in unused],
-            [p for k, p in enumerate(pools) if k not in unused])
+def _pool(structures, descriptor):
+    D = descriptor.dimension
+    width = D + 2  # x, weight, owning structure
+    rows = max(1, POOL_CHUNK_BYTES // (8 * width))
+    chunks, chunk, used = [], np.empty((rows, width)), 0
+    for s in structures:
+        d = descriptor.compute(s.atoms, gradients=False)
+        values = np.column_stack([d.x, d.weight, np.full(len(d), float(s.index))])
+        while len(values):
+            take = min(len(values), rows - used)
+            chunk[used:used + take] = values[:take]
+            values, used = values[take:], used + take
+            if used == rows:
+                chunks.append(chunk)
+                chunk, used = np.empty((rows, width)), 0
+    chunks.append(chunk[:used])
+    n = sum(len(c) for c in chunks)
+    x, weight, owner = np.empty((n, D)), np.empty(n), np.empty(n, dtype=np.int64)
+    start = 0
+    for k in range(len(chunks)):
+        c, chunks[k] = chunks[k], None
+        x[start:start + len(c)], weight[start:start + len(c)] = c[:, :D], c[:, D]
+        owner[start:start + len(c)] = c[:, D + 1]
+        start += len(c)
+    return DescriptorPool(x, weight, owner)
 
 
-def select_models(comm, expanded, pools, seed, log, name="model", print_sparse_index=True):
-    """The sparse points of every model, chosen collectively from all ranks' pools -> [Model]
-    (alpha None). Model k draws with seed ``seed + k``; its gap entry's print_sparse_index file
-    gets the chosen descriptors' indices when ``print_sparse_index``."""
+def sparse_models(comm, structures, expanded, seed, log, name="model", print_sparse_index=True):
+    """Descriptors and sparse points, model by model -> [Model] (alpha None): each model's pool
+    (the descriptor values of this rank's structures) is computed, used for its selection and
+    freed before the next model's, so at most one model's descriptors are held. A model that
+    species expansion made for a species combination no structure has (e.g. O-O in ethanol: no
+    descriptors on any rank) is dropped. Model k of those kept draws with seed ``seed + k``; its
+    gap entry's print_sparse_index file gets the chosen descriptors' indices when
+    ``print_sparse_index``."""
     models = []
-    for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
+    for j, (descriptor, kernel, g, gap_index) in enumerate(expanded):
+        pool = descriptor_pools(structures, [expanded[j]])[0]
+        if g.add_species and comm.allreduce(len(pool.x)) == 0:
+            log(f"{name} {j} ({_label(descriptor, ('Z',))}): no descriptors in the data, dropped")
+            continue
+        k = len(models)
         where = f"{name} {k} ({_label(descriptor, ('Z', 'species'))})"
         x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method, n_sparse=g.n_sparse,
                                seed=seed + k, sparse_file=g.sparse_file, where=where)
+        del pool
         models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
         if print_sparse_index and g.print_sparse_index:
             collective(comm, append_sparse_index, comm, g.print_sparse_index, ids)

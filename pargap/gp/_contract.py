@@ -8,8 +8,9 @@ For gradient rows g (descriptor i = owner_g, atom a, slot position R_g) and spar
 with T_gcm = (g dX_gc) . s_m from one matrix product and u_gc = (g dX_gc) . x_i.
 """
 
-import numba
 import numpy as np
+
+from pargap.compiled import numba
 
 
 @numba.njit(cache=True, nogil=True)
