@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scaling.py [--ranks 1 2 4] [--n-sparse 1000] [--json out.json]
     .venv/bin/python bench/scaling.py --model out.json     # docs/scaling.md's tables from a run
+    .venv/bin/python bench/scaling.py --model measured     # ... from the costs measured before
 
 Fit: Zuo et al.'s silicon training set (zuo2020_mlip_benchmark/Si_train.xyz of examples/fetch.py, all
 214 structures), 2-body (20 uniform points) + SOAP (n_max 8, l_max 6, cutoff 5, zeta 4, CUR
@@ -104,55 +105,79 @@ def alpha_of(path):
         return np.concatenate([f["models"][k]["alpha"][()] for k in sorted(f["models"], key=int)])
 
 
-def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0):
-    """Markdown tables of docs/scaling.md: per-rank memory, time and communication at N, M for
-    P = 64..4096, and the largest problem in ``budget_gb`` per rank, from a run's measured costs
-    and pargap.fitting.memory's model (its constants and formulas)."""
+MEASURED_COSTS = {"row_rate_s": 4.1e-7, "qr_gflops": 35.0}
+"""docs/scaling.md's costs when no run is given: building rows, CPU s per (row x sparse point) per
+rank (the P = 1 run of this benchmark); the QR's GFLOP/s per rank (bench/solve.py, idle machine)."""
+
+
+def si_cells(N, M, D=253):
+    """DataSizes of a database of N rows made of 64-atom Si cells (energy, 192 force and 6 virial
+    components each; 64 SOAP descriptors of dimension D, 2,240 gradient rows), M CUR points."""
+    from pargap.fitting.memory import DataSizes
+
+    rows = 1 + 3 * 64 + 6
+    n = int(np.ceil(N / rows))
+    return DataSizes(n_atoms=np.full(n, 64.0), n_rows=np.full(n, float(rows)), cost=np.ones(n),
+                     desc=np.full((1, n), 64.0), grad=np.full((1, n), 64.0 * 35), dims=[D], n_sparse=[M],
+                     has_soap=True, sampled=n, names=["soap"], methods=["cur_points"])
+
+
+def model_tables(measured, N=10**7, M=5 * 10**4, budget_gb=2.0, ranks=(64, 256, 512, 1024, 4096)):
+    """Markdown tables of docs/scaling.md: per-rank memory (pargap.fitting.memory's plan, the one
+    ``pargap-fit --dry-run`` prints, on a database of 64-atom Si cells), time and communication at
+    N rows and M sparse points for each P, and the largest problem in ``budget_gb`` per rank."""
     from pargap.fitting import memory
+    from pargap.linalg.factor import factor_bytes
 
     rate, gflops = measured["row_rate_s"], measured["qr_gflops"]
-    base = (memory.BASE_MB + memory.NUMBA_MB + memory.SOAP_MB + memory.MPI_MB) * memory.MB
-    # a 64-atom Si cell as the worst structure: 64 SOAP descriptors (D = 253), 64 x 35 gradient rows
-    worst = dict(n_atoms=64, desc=[64], grad=[64 * 35], dims=[253])
-    T = lambda m: (m + 1) ** 2 * 8  # noqa: E731  one triangle, bytes
+    budget = budget_gb * 2**30
+    sizes = si_cells(N, M)
     gb = lambda b: b / 2**30  # noqa: E731
-    out = ["| P | rows per rank | rows block | worst structure's transient | sparse points x D "
-           "| TSQR triangles, rank 0 | peak, rank 0 (TSQR) | peak with a 2-D QR | building rows "
-           "| QR, 2 N M^2 flops | TSQR bytes, critical path |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
-    grad = memory.gradient_bytes(n_sparse=[M], **worst)
-    sparse = M * 253 * 8
-    for P in (64, 256, 1024, 4096):
-        rows = N / P * (M + 1) * 8
-        levels = int(np.ceil(np.log2(P)))
-        peak = base + sparse + rows + max(grad, 7 * T(M))
-        two_d = base + sparse + rows + max(grad, 2 * T(M) / P)
-        out.append(f"| {P} | {N / P:,.0f} | {gb(rows):.2f} GB | {gb(grad):.2f} GB | {gb(sparse):.2f} GB "
-                   f"| {gb(7 * T(M)):.0f} GB | {gb(peak):.0f} GB | {gb(two_d):.2f} GB | {N * M * rate / P:,.0f} s "
-                   f"| {2 * N * M**2 / (P * gflops * 1e9):,.0f} s "
-                   f"| {levels} x {gb(T(M)):.0f} GB = {gb(levels * T(M)):.0f} GB |")
-    out += ["", "| M | rows per rank in 2 GB (rank 0, TSQR) | N at P = 64 | N at P = 512 | N at P = 4096 |",
-            "|---|---|---|---|---|"]
-    for m in (1000, 2000, 5000, 8000, 10000):
-        left = budget_gb * 2**30 - base - m * 253 * 8 - max(memory.gradient_bytes(n_sparse=[m], **worst), 7 * T(m))
-        n_p = max(left, 0) / ((m + 1) * 8)
-        out.append(f"| {m:,} | {n_p:,.0f} | " + " | ".join(f"{n_p * P:.1e}" for P in (64, 512, 4096)) + " |")
-    fixed = budget_gb * 2**30 - base - sparse - grad
-    out += ["", f"N = {N:.0e}, M = {M:.0e} with a 2-D QR: rows fit in {budget_gb:g} GB per rank from P = "
-            f"{int(np.ceil(N * (M + 1) * 8 / fixed)):,} (rows block <= {gb(fixed):.2f} GB per rank)."]
+    n = M + 1
+    out = ["| P | rows per rank | row block | one structure's transient | sparse points (every rank) "
+           "| sparse-point phase | rows phase | solve phase | peak per rank, ScaLAPACK | peak, rank 0, TSQR "
+           "| building rows | folds | QR flops / (2 N M^2) | QR | rows sent per rank (pdgemr2d) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for P in ranks:
+        plan = memory.make_plan(sizes, P, "scalapack", memory_per_rank=budget)
+        worst = max(range(P), key=lambda r: plan.estimates[r]["peak"])
+        e = plan.estimates[worst]
+        tsqr = memory.estimate(sizes, plan.parts[0].structures, 0, P, "tsqr", plan.block_rows)["peak"]
+        per_rank = sizes.n_rows[list(plan.parts[worst].structures)].sum()
+        grad = memory.gradient_bytes(64, [64], [64 * 35], [253], [M], [True])
+        # every fold is a pdgeqrf of [R ; the P blocks]: 2 (P h) n^2 for the blocks and 4/3 n^3 to
+        # re-factorise the (already triangular) R that pdgeqrf takes as dense
+        folds = int(np.ceil(per_rank / plan.block_rows))
+        flops = 2.0 * N * n**2 + folds * 4.0 / 3.0 * n**3
+        out.append(f"| {P} | {per_rank:,.0f} | {plan.block_rows:,} rows, {plan.row_block_mb:.0f} MB | {gb(grad):.2f} GB "
+                   f"| {gb(M * (253 + 1) * 8):.2f} GB | {e['sparse points'] / 1024:.2f} GB "
+                   f"| {e['covariance rows'] / 1024:.2f} GB | {e['solve'] / 1024:.2f} GB | **{e['peak'] / 1024:.2f} GB** "
+                   f"| {tsqr / 1024:.0f} GB | {N * M * rate / P:,.0f} s | {folds} | {flops / (2.0 * N * M**2):.2f} "
+                   f"| {flops / (P * gflops * 1e9):,.0f} s | {gb(per_rank * n * 8):.1f} GB |")
+    out += ["", f"| M | TSQR: rank 0's factor at the solve | ScaLAPACK: factor per rank at P = 64 / 512 / 4096 "
+            f"| smallest P for N = {N:.0e} in {budget_gb:g} GB per rank (ScaLAPACK) |", "|---|---|---|---|"]
+    for m in (1000, 5000, 10000, 20000, 50000, 100000):
+        share = [factor_bytes("scalapack", m + 1, P) for P in (64, 512, 4096)]
+        smallest = next((P for P in 2 ** np.arange(0, 17) if memory.make_plan(
+            si_cells(N, m), int(P), "scalapack", memory_per_rank=budget).peak * memory.MB <= budget), None)
+        out.append(f"| {m:,} | {gb(factor_bytes('tsqr', m + 1, 1)):.2f} GB | "
+                   + " / ".join(f"{gb(b):.2f}" for b in share) + " GB | "
+                   + (f"{smallest:,}" if smallest else "more than 65,536") + " |")
     return "\n".join(out)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", metavar="RUN.json", help="print docs/scaling.md's model tables from a run's --json")
+    p.add_argument("--model", metavar="RUN.json", help="print docs/scaling.md's model tables from a run's --json "
+                   "('measured': from the costs in MEASURED_COSTS)")
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--n-sparse", type=int, default=1000, help="SOAP sparse points (default 1000)")
     p.add_argument("--data", help="training file (default: fetch.py's %s)" % DATA)
     p.add_argument("--json", help="write the results here")
     args = p.parse_args()
     if args.model:
-        print(model_tables(json.loads(Path(args.model).read_text())))
+        measured = MEASURED_COSTS if args.model == "measured" else json.loads(Path(args.model).read_text())
+        print(model_tables(measured))
         return
     args.data = args.data or str(fetch(DATA))
     results = {}

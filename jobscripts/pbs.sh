@@ -28,7 +28,7 @@ source "$PARGAP_HOME/.venv/bin/activate"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export H5PY_ALWAYS_USE_MPI=1         # Debian h5py: always load the MPI build (ignored elsewhere)
 
-if [[ -f "$CHECKPOINT/rows.h5" ]]; then
+if [[ -f "$CHECKPOINT/factor.h5" || -f "$CHECKPOINT/rows.h5" ]]; then
     FROM=(--restart "$CHECKPOINT")
 else
     FROM=(--checkpoint "$CHECKPOINT")

@@ -2,7 +2,8 @@
 # Slurm template for a large pargap fit.
 #   Size it first (login node, one process, no fit):  jobscripts/submit-slurm.sh config.toml 256
 #   or by hand:  pargap-fit config.toml --dry-run --ranks 256   (last line: memory to ask per rank)
-#   then:        sbatch --ntasks=256 --mem-per-cpu=<that> jobscripts/slurm.sh config.toml
+#   then:        sbatch --ntasks=256 --mem-per-cpu=<that> jobscripts/slurm.sh config.toml [--set ...]
+#   (arguments after the config go to pargap-fit: submit-slurm.sh pins the planned solver and row block)
 # Edit the #SBATCH lines and the variables below for your site.
 #SBATCH --job-name=pargap-fit
 #SBATCH --ntasks=256                 # MPI ranks (e.g. 4 nodes x 64); one core each
@@ -28,8 +29,8 @@ source "$PARGAP_HOME/.venv/bin/activate"
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1
 export H5PY_ALWAYS_USE_MPI=1         # Debian h5py: always load the MPI build (ignored elsewhere)
 
-# First run: build the rows, saving them; after a stop or requeue: build the missing rows, solve.
-if [[ -f "$CHECKPOINT/rows.h5" ]]; then
+# First run: build and fold the rows, saving the factor; after a stop or requeue: fold the missing rows, solve.
+if [[ -f "$CHECKPOINT/factor.h5" || -f "$CHECKPOINT/rows.h5" ]]; then
     FROM=(--restart "$CHECKPOINT")
 else
     FROM=(--checkpoint "$CHECKPOINT")
@@ -37,7 +38,7 @@ fi
 # srun delivers --signal's SIGTERM to every rank. It needs an MPI built with Slurm/PMIx support
 # (maybe `srun --mpi=pmix`). With mpirun instead, SIGTERM does not reach the ranks safely (mpirun
 # kills them a second after its own): then add --stop-after <seconds before the limit minus 10 min>.
-srun pargap-fit "$CONFIG" "${FROM[@]}" --set "gp_file=$GP_FILE"
+srun pargap-fit "$CONFIG" "${@:2}" "${FROM[@]}" --set "gp_file=$GP_FILE"
 rc=$?
 if [[ $rc -eq $EXIT_STOPPED && ${SLURM_RESTART_COUNT:-0} -lt $MAX_RUNS ]]; then
     echo "pargap-fit stopped at the time limit with a checkpoint in $CHECKPOINT: requeueing"

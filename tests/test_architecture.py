@@ -17,7 +17,7 @@ from conftest import random_model
 PACKAGE = Path(__file__).resolve().parents[1] / "pargap"
 
 LAYERS = (  # bottom to top: a module may import its own layer's modules and the layers below
-    {"errors", "version", "progress", "compiled"},
+    {"errors", "version", "progress", "compiled", "memory_limit"},
     {"settings"},
     {"data"},
     {"descriptors"},

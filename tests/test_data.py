@@ -131,6 +131,21 @@ def test_any_ase_format_is_read(tmp_path):
     assert st.energy == -1.0 and st.forces.shape == (4, 3)
 
 
+def test_a_non_xyz_file_is_read_one_frame_at_a_time(tmp_path, monkeypatch):
+    """Every rank parses the file frame by frame (ase.io.iread) and keeps only its own frames:
+    ase.io.read of the whole file (all frames in memory on every rank) is never called."""
+    import ase.io
+
+    from pargap.data.frames import read_frames, scan_frames
+
+    frames = [crystal() * (k + 1, 1, 1) for k in range(5)]
+    ase.io.write(tmp_path / "db.json", frames)
+    monkeypatch.setattr(ase.io, "read", lambda *a, **k: pytest.fail("the whole file was read"))
+    index = scan_frames(str(tmp_path / "db.json"))
+    assert index.n_atoms == (2, 4, 6, 8, 10)
+    assert [len(a) for a in read_frames(index, [3, 1])] == [8, 4]
+
+
 def test_force_mask_and_virial_component_sigma():
     atoms = crystal()
     atoms.arrays["force_mask"] = np.array([True, False])

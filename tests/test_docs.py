@@ -155,7 +155,7 @@ def test_hdf5_layout_lists_everything_in_the_file(ta_dir):
             for attr in f[group].attrs:
                 documented = re.sub(r"^(descriptor|kernel)\..*", r"\1.<name>", attr)
                 assert documented in layout, f"attribute {attr} of {group} is not in docs/hdf5.md"
-    assert "rows.h5" in text and "models.h5" in text and "/kernel" in text
+    assert "factor.h5" in text and "models.h5" in text and "/kernel" in text
 
 
 # ---- docs/tutorial.md ------------------------------------------------------------------------------

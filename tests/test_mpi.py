@@ -124,14 +124,14 @@ def _alpha(path):
 
 
 def test_checkpoint_then_restart_on_other_rank_counts(problem):
-    """A fit on 2 ranks writes its rows with parallel HDF5; restarts on 1 and 3 ranks solve from
+    """A fit on 2 ranks writes its factor with parallel HDF5; restarts on 1 and 3 ranks solve from
     them and give the uninterrupted fit's coefficients; other settings are refused."""
     folder, _ = problem
     ck = folder / "checkpoint"
     first = mpirun(2, "-m", "pargap.cli.fit", folder / "fit.toml", "--checkpoint", ck,
                    "--set", f"gp_file='{folder / 'full.h5'}'")
     assert first.returncode == 0, first.stderr
-    assert (ck / "rows.h5").exists() and (ck / "models.h5").exists()
+    assert (ck / "factor.h5").exists() and (ck / "models.h5").exists()
     full = _alpha(folder / "full.h5")
     for ranks in (1, 3):
         again = mpirun(ranks, "-m", "pargap.cli.fit", folder / "fit.toml", "--restart", ck,

@@ -8,7 +8,6 @@ from pargap.fitting.cur import SINGULAR_TOLERANCE, leverage
 from pargap.fitting.distinct import repeated
 from pargap.fitting.random_stream import uniform_by_id
 from pargap.fitting.sparsify import DescriptorPool, global_numbers, select_sparse, smallest_scores
-from pargap.linalg.triangle import fold
 from pargap.parallel import SerialComm
 
 
@@ -53,23 +52,6 @@ def test_smallest_scores_by_bisection_equals_a_sort(rng):
         take = smallest_scores(SerialComm(), scores, ids, m)
         expected = np.lexsort((ids, scores))[:m]
         assert take.sum() == m and set(np.flatnonzero(take)) == set(expected.tolist())
-
-
-def test_folded_triangle_is_the_r_of_the_rows(rng):
-    x = rng.normal(size=(133, 12))
-    kept = x.copy()
-    R = fold(np.zeros((0, 12)), x)  # 12 rows by QR, then 121 in chunks of 12, the last of one row
-    np.testing.assert_array_equal(x, kept)
-    np.testing.assert_allclose(np.abs(R), np.abs(np.linalg.qr(x, mode="r")), atol=1e-12)
-
-
-def test_folded_trapezoid_with_fewer_rows_than_columns(rng):
-    """R is (n, D) upper trapezoidal with R^T R = X^T X, folded in any pieces."""
-    x = rng.normal(size=(9, 12))
-    for cut in (0, 4, 9):
-        R = fold(fold(np.zeros((0, 12)), x[:cut]), x[cut:])
-        assert R.shape == (9, 12) and np.allclose(np.tril(R, -1), 0)
-        np.testing.assert_allclose(R.T @ R, x.T @ x, atol=1e-12)
 
 
 def test_cur_leverage_is_gap_fits_from_the_svd_of_the_candidates(rng):

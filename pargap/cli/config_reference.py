@@ -71,6 +71,9 @@ DESCRIPTIONS = {
     "FitSettings.solver": "least-squares solver: `tsqr` (distributed tall-skinny QR), `scalapack` (2-D "
                           "block-cyclic QR, K_MM distributed too), `serial` (rows gathered on rank 0: a reference) "
                           "or `auto` (tsqr when its (M+1)^2 triangles fit in half the memory per rank)",
+    "FitSettings.row_block_mb": "MB of covariance rows each rank builds and folds into the factor at a time "
+                                "(memory per rank: one block plus the factor, whatever the data's size); unset: 2048 rows, "
+                                "at most 5% of the memory per rank, at least 4 MB and the largest structure's rows",
     "FitSettings.do_copy_at_file": "accepted for gap_fit command lines; no effect (no XML copy of the data)",
     "FitSettings.sparse_separate_file": "accepted for gap_fit command lines; no effect (one HDF5 file)",
     "FitSettings.parameter_name_prefix": "put before every key name (energy, local property, force, virial, stress, "
@@ -142,7 +145,7 @@ DESCRIPTIONS = {
 }
 
 # Settings that are pargap's own (no gap_fit option of that name).
-PARGAP_ONLY = {"FitSettings.solver", "FitSettings.store_covariance", "FitSettings.charge_gap", "FitSettings.esp_sigma",
+PARGAP_ONLY = {"FitSettings.solver", "FitSettings.store_covariance", "FitSettings.row_block_mb", "FitSettings.charge_gap", "FitSettings.esp_sigma",
                "FitSettings.total_charge_sigma", "FitSettings.esp_parameter_name",
                "FitSettings.esp_points_parameter_name", "FitSettings.total_charge_parameter_name"}
 

@@ -28,10 +28,10 @@ def parser():
                    help="override a setting (TOML value syntax; e.g. --set sparse_jitter=1e-8 "
                    "--set gap.0.n_sparse=50); repeatable")
     p.add_argument("--checkpoint", metavar="DIR",
-                   help="save the covariance rows and the models to DIR (parallel HDF5) before the solve; "
-                   "on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
+                   help="save the models and the factor of the covariance rows to DIR (parallel HDF5) before the "
+                   "solve; on SIGTERM, save what is done there (default GP_FILE.checkpoint) and exit 75")
     p.add_argument("--restart", metavar="DIR",
-                   help="go on from the checkpoint in DIR (same settings; any number of ranks): build the "
+                   help="go on from the checkpoint in DIR (same settings; any number of ranks): fold in the "
                    "rows it lacks, then solve")
     p.add_argument("--stop-after", type=float, metavar="SECONDS",
                    help="after this many seconds, stop as on SIGTERM: save a checkpoint at the next safe "
@@ -168,48 +168,63 @@ def main(argv=None):
         log(f"pargap-fit on {comm.Get_size()} rank(s): {settings.at_file} -> {settings.gp_file}")
         stop = StopSignal(comm, after_seconds=args.stop_after)  # SIGTERM: save what is done, exit EXIT_STOPPED
         try:
-            if args.optimise:
-                settings = optimise_settings(comm, settings, args, log)
-                if stop.agreed():
-                    raise Stopped("stopped (SIGTERM or --stop-after) during --optimise, before any rows: nothing "
-                                  "to checkpoint; the settings found so far are printed above")
-            potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart, stop=stop)
-        except Stopped as exc:
-            if comm.Get_rank() == 0:
-                hint = ("; --restart needs the settings printed by --optimise (save them to a file)"
-                        if args.optimise and exc.args and "resume" in str(exc) else "")
-                print(f"pargap: {exc}{hint}", file=sys.stderr, flush=True)
-            return EXIT_STOPPED
+            try:
+                if args.optimise:
+                    settings = optimise_settings(comm, settings, args, log)
+                    if stop.agreed():
+                        raise Stopped("stopped (SIGTERM or --stop-after) during --optimise, before any rows: "
+                                      "nothing to checkpoint; the settings found so far are printed above")
+                potential = fit(settings, comm, log, timer, checkpoint=args.checkpoint, restart=args.restart,
+                                stop=stop)
+            except Stopped as exc:
+                if comm.Get_rank() == 0:
+                    hint = ("; --restart needs the settings printed by --optimise (save them to a file)"
+                            if args.optimise and exc.args and "resume" in str(exc) else "")
+                    print(f"pargap: {exc}{hint}", file=sys.stderr, flush=True)
+                return EXIT_STOPPED
+            with timer.phase("write"):
+                stop.entering("write")
+                write_potential(comm, potential, settings.gp_file)
+            late = stop.agreed()  # a stop request during the write: the potential is complete, we are done
         finally:
             stop.restore()
-        with timer.phase("write"):
-            write_potential(comm, potential, settings.gp_file)
         summary = timer.summary()
         log(f"wrote {settings.gp_file}; total {summary['total_seconds']:.2f} s")
         if settings.gp_file.lower().endswith(".xml") and potential.factor is not None:
             log("the GP factor for predictive variances has no place in GAP XML: fit with an .h5 gp_file "
                 "(and pargap-convert it to XML) to keep it")
-        report_memory(comm, settings, log, potential.provenance.get("solver", settings.solver))
+        if late:
+            if comm.Get_rank() == 0:
+                print(f"pargap: stop request (SIGTERM or --stop-after) during the write: {settings.gp_file} is "
+                      "complete; no memory report", file=sys.stderr, flush=True)
+            return 0
+        report_memory(comm, settings, log, potential.provenance)
         return 0
 
     return run(body, comm)
 
 
 def dry_run(comm, args, settings=None):
-    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit
-    (--dry-run, or gap_fit's dryrun=T: ``settings`` already read)."""
+    """Rank 0 measures the data's sizes and prints the per-rank memory plan; no fit (--dry-run, or
+    gap_fit's dryrun=T: ``settings`` already read). Under mpirun the plan is for the launcher's
+    ranks and their memory limits; with --ranks P on one process, for P ranks sharing this node
+    (or Slurm's tasks per node)."""
     from pargap.fitting import memory
+    from pargap.linalg.solve import memory_per_rank
     from pargap.parallel import collective, on_root
 
     if settings is None:
         settings = collective(comm, settings_from_args, args)
     size = args.ranks or comm.Get_size()
-    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size, solver=settings.solver) and None)
+    budget = memory_per_rank(comm) if args.ranks is None and comm.Get_size() > 1 else None
+    on_root(comm, lambda: memory.report(memory.sample_sizes(settings), size, solver=settings.solver,
+                                        row_block_mb=settings.row_block_mb, memory_per_rank=budget) and None)
     return 0
 
 
-def report_memory(comm, settings, log, solver="auto"):
-    """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate."""
+def report_memory(comm, settings, log, provenance):
+    """The measured peak memory of every rank (max, min, mean) beside the --dry-run estimate for
+    the solver and row block the fit used (from ``provenance``)."""
     import numpy as np
 
     from pargap.fitting import memory
@@ -219,10 +234,13 @@ def report_memory(comm, settings, log, solver="auto"):
     if log.quiet:
         return
     peaks = np.array(comm.allgather(peak_memory_mb()))  # before the estimate's own work
+    solver = provenance.get("solver", settings.solver)
+    row_block_mb = provenance.get("row_block_mb", settings.row_block_mb)
 
     def estimate():
         try:
-            return [e["peak"] for e in memory.plan(memory.sample_sizes(settings), comm.Get_size(), solver)[1]]
+            sizes = memory.sample_sizes(settings)
+            return [e["peak"] for e in memory.plan(sizes, comm.Get_size(), solver, row_block_mb)[1]]
         except Exception as exc:  # noqa: BLE001 - the fit is written; the report must not fail it
             return f"{type(exc).__name__}: {exc}"
 

@@ -84,9 +84,8 @@ class FrameIndex:
 def scan_frames(path):
     """Index the frames of a file without parsing them (extended XYZ: line counting only)."""
     check_file(path)
-    if not path.lower().endswith(XYZ_SUFFIXES):
-        frames = _read_with_ase(path, ":")
-        return FrameIndex(path, None, tuple(len(a) for a in frames))
+    if not path.lower().endswith(XYZ_SUFFIXES):  # other formats: one pass, one frame in memory at a time
+        return FrameIndex(path, None, tuple(len(a) for _, a in _iread_with_ase(path)))
     offsets, counts, _ = scan_range(path, 0)
     if not counts:
         raise InputError("file has no structures", file=path)
@@ -176,12 +175,11 @@ def block_digest(path, start, length):
 
 
 def _read_with_ase(source, index, path=None, structure=None):
-    """ase.io.read on this rank only (ASE would otherwise broadcast from rank 0 under MPI)."""
+    """ase.io.read of one extended-XYZ frame (a text stream) on this rank only (ASE would otherwise
+    broadcast from rank 0 under MPI)."""
     import ase.io
 
     try:
-        if isinstance(source, str):
-            return ase.io.read(source, index=index, parallel=False)
         return ase.io.read(source, index=index, format="extxyz", parallel=False)
     except InputError:
         raise
@@ -189,11 +187,32 @@ def _read_with_ase(source, index, path=None, structure=None):
         raise InputError(f"cannot parse: {exc}", file=path or source, structure=structure) from None
 
 
+def _iread_with_ase(path):
+    """(index, ase.Atoms) of every frame of a file in a format other than extended XYZ, parsed one
+    at a time (ase.io.iread) on this rank only."""
+    import ase.io
+
+    frames = ase.io.iread(path, index=":", parallel=False)
+    k = 0
+    while True:
+        try:
+            atoms = next(frames)
+        except StopIteration:
+            return
+        except Exception as exc:  # ASE raises many types for malformed input
+            raise InputError(f"cannot parse: {exc}", file=path, structure=k) from None
+        yield k, atoms
+        k += 1
+
+
 def read_frames(index, which):
-    """Parse the frames ``which`` (global indices) of an indexed file; returns ase.Atoms list."""
+    """Parse the frames ``which`` (global indices) of an indexed file; returns ase.Atoms list.
+    Extended XYZ: each frame is read at its byte offset; other formats: one pass over the file,
+    keeping only the frames asked for."""
     if index.offsets is None:
-        frames = _read_with_ase(index.path, ":")
-        return [frames[i] for i in which]
+        wanted = set(int(i) for i in which)
+        kept = {k: atoms for k, atoms in _iread_with_ase(index.path) if k in wanted}
+        return [kept[i] for i in which]
     out = []
     with open(index.path, "rb") as fh:
         for i in which:

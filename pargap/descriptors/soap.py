@@ -323,8 +323,33 @@ class Soap:
         shape = (len(r), self.n_max, self.l_max + 1)
         return R.reshape(shape), (dR.reshape(shape) if gradients else None)
 
-    def compute(self, atoms, gradients=False):
-        """Descriptors of one structure (an ase.Atoms): one per atom of species Z, in atom order.
+    def centre_chunks(self, atoms, max_bytes):
+        """(groups, neighbours): the centres (atom indices, ascending) of one structure in
+        consecutive groups whose gradients, (centres + their neighbour slots) x 3 x D float64,
+        take at most ``max_bytes`` each (at least one centre per group), and the structure's
+        neighbour list: compute(atoms, True, centres=group, neighbours=neighbours) one group at a
+        time bounds the memory of a large structure's gradients. A structure that fits is one
+        group, None (all centres)."""
+        numbers = atoms.numbers
+        centres = np.flatnonzero(numbers == self.Z) if self.Z else np.arange(len(atoms))
+        neighbours = neighbour_list(atoms, self.cutoff)
+        i, j, r, _ = neighbours
+        keep = (r < self.cutoff) & (self.species_channel(numbers)[j] >= 0) & (r > 0)
+        slots = 1 + np.bincount(i[keep], minlength=len(atoms))[centres]
+        per_slot = 3 * self.dimension * 8
+        chunks, start, used = [], 0, 0
+        for k, n in enumerate(slots.tolist()):
+            if k > start and (used + n) * per_slot > max_bytes:
+                chunks.append(centres[start:k])
+                start, used = k, 0
+            used += n
+        chunks.append(centres[start:])
+        return ([None] if len(chunks) == 1 else chunks), neighbours
+
+    def compute(self, atoms, gradients=False, centres=None, neighbours=None):
+        """Descriptors of one structure (an ase.Atoms): one per atom of species Z, in atom order
+        (only those of the atoms ``centres`` if given; ``neighbours``: the structure's neighbour
+        list within the cutoff if already made: see :meth:`centre_chunks`).
 
         With gradients, the rows are first the N centre slots (row d: the centre of descriptor d,
         minus the sum of its neighbour slots), then one row per neighbour slot r_ij < r_c of a
@@ -334,7 +359,8 @@ class Soap:
         numbers = atoms.numbers
         n_atoms = len(atoms)
         D = self.dimension
-        centres = np.flatnonzero(numbers == self.Z) if self.Z else np.arange(n_atoms)
+        all_centres = np.flatnonzero(numbers == self.Z) if self.Z else np.arange(n_atoms)
+        centres = all_centres if centres is None else all_centres[np.isin(all_centres, centres)]
         N = len(centres)
         if N == 0:
             return Descriptors.empty(D, gradients)
@@ -342,7 +368,7 @@ class Soap:
         desc_of_atom[centres] = np.arange(N)
         chan_of_atom = self.species_channel(numbers)
 
-        i, j, r, dvec = neighbour_list(atoms, self.cutoff)
+        i, j, r, dvec = neighbour_list(atoms, self.cutoff) if neighbours is None else neighbours
         keep = (r < self.cutoff) & (desc_of_atom[i] >= 0) & (chan_of_atom[j] >= 0) & (r > 0)
         order = np.argsort(i[keep], kind="stable")
         i, j, r, dvec = i[keep][order], j[keep][order], r[keep][order], dvec[keep][order]

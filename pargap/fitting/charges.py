@@ -24,12 +24,14 @@ import dataclasses
 import numpy as np
 
 from pargap.errors import InputError
-from pargap.fitting.models import descriptor_pools, select_models
+from pargap.fitting.models import sparse_models
 from pargap.fitting.output import provenance
+from pargap.fitting.rows import fold_rows, row_block_rows
 from pargap.fitting.scan import data_hash as file_data_hash
 from pargap.fitting.species import expand_models, species_order
 from pargap.fitting.structures import load_structures
 from pargap.fitting.weights import solve_weights
+from pargap.linalg.factor import RowFactor
 from pargap.parallel import collective
 from pargap.potential.charges import charge_rows, coulomb_matrix
 from pargap.potential.potential import Potential
@@ -69,16 +71,14 @@ SEED_OFFSET = 1000
 """Charge model k draws its sparse points with seed rnd_seed + SEED_OFFSET + k."""
 
 
-def fit_charge_models(settings, comm, log, timer, seed, structures=None):
+def fit_charge_models(settings, comm, log, timer, seed, structures):
     """Fit the charge models of ``settings.charge_gap`` on ``comm``'s ranks -> (models with alpha,
-    {"charge_condition_estimate", "charge_n_rows"}). ``structures``: this rank's structures if
-    already read (else they are read and partitioned here). Every rank returns the same models.
-    The solve is TSQR (serial with solver = "serial"): charge models are small."""
+    {"charge_condition_estimate", "charge_n_rows"}) from this rank's ``structures`` (as read for
+    the energy models: the data are not read again). The rows are streamed into a TSQR factor
+    (serial with solver = "serial": charge models are small) in blocks of row_block_mb, as the
+    energy models' are. Every rank returns the same models."""
     if not settings.charge_gap:
         return [], {}
-    if structures is None:
-        with timer.phase("charges: read"):
-            structures, _ = load_structures(comm, settings, log, check_sigma=False)
     counts = comm.allreduce(np.array([sum(len(s.charges.esp) for s in structures if s.charges is not None),
                                       sum(s.charges.total_charge is not None for s in structures
                                           if s.charges is not None)]))
@@ -95,15 +95,24 @@ def fit_charge_models(settings, comm, log, timer, seed, structures=None):
     species = species_order(comm, charged)  # the species of the charge data, in file order
     expanded = expand_models(settings, species, settings.charge_gap)
     with timer.phase("charges: sparse points"):
-        models = select_models(comm, expanded, descriptor_pools(charged, expanded), seed + SEED_OFFSET, log,
-                               name="charge model", print_sparse_index=False)
-    with timer.phase("charges: rows"):
-        block = collective(comm, charge_covariance_rows, charged, models, settings.at_file)
-    n_total = comm.allreduce(block.shape[0])
-    log(f"charge K_NM: {n_total} rows x {block.shape[1] - 1} sparse points")
-    with timer.phase("charges: solve"):
-        solver = "serial" if settings.solver == "serial" else "tsqr"
-        solution = solve_weights(comm, block, models, settings.sparse_jitter, solver)
+        models = sparse_models(comm, charged, expanded, seed + SEED_OFFSET, log, name="charge model",
+                               print_sparse_index=False)
+    M = sum(m.n_sparse for m in models)
+
+    def count(s):
+        return s.charges.n_rows
+
+    def build(s, out):
+        out[:] = charge_covariance_rows([s], models, settings.at_file)
+
+    with RowFactor.create(comm, M + 1, "serial" if settings.solver == "serial" else "tsqr") as factor:
+        with timer.phase("charges: rows"):
+            rows_per_block = collective(comm, row_block_rows, comm, settings, charged, M + 1, count)
+            fold_rows(comm, factor, charged, build, rows_per_block, count=count)
+        n_total = comm.allreduce(sum(count(s) for s in charged))
+        log(f"charge K_NM: {n_total} rows x {M} sparse points")
+        with timer.phase("charges: solve"):
+            solution = solve_weights(comm, factor, models, settings.sparse_jitter)
     log(f"charge model solved: condition estimate {solution.condition:.3e}, residual {solution.residual:.4e}")
     return models, {"charge_condition_estimate": solution.condition, "charge_n_rows": int(n_total)}
 

@@ -5,7 +5,8 @@
 Datasets: ``A`` (N, M) and ``b`` (N,), the rows of all ranks in rank order (each rank's rows in
 the order of its structures); ``K_MM`` (M, M), block-diagonal over the models, sparse_jitter
 included on the diagonal; ``row_structure`` (N,), the 0-based index in the training file of
-each row's structure (-1 for rows taken from a restart checkpoint). Attributes: M, N,
+each row's structure. After a restart only the rows of the structures not in the checkpoint
+are written (the checkpoint holds their factor, not their rows). Attributes: M, N,
 sparse_jitter, and the number of sparse points of each model (``n_sparse``). gap_fit writes
 K_MN, Lambda, y and K_MM as raw binary files named by this prefix instead.
 """
@@ -19,18 +20,22 @@ from pargap.fitting.checkpoint import ROW_CHUNK, open_collective
 from pargap.parallel import collective, on_root
 
 
-def dump_linear_system(comm, path, block, structures, models, jitter):
+def dump_linear_system(comm, path, structures, models, e0, settings, core=None):
     """Write ``path`` (collectively; atomically: a temporary name, then renamed by rank 0).
 
-    block: this rank's rows [A | b] (n_p, M+1); structures: this rank's structures whose rows
-    are the last rows of the block, in order; models: the fit's models (for K_MM); jitter: eV^2."""
+    structures: this rank's structures, whose rows [A | b] are built again here and held whole
+    (a debugging aid: the fit itself streams them); models: the fit's models (for K_MM); e0 and
+    settings (FitSettings) and the baseline potential ``core`` as in the fit."""
     import scipy.linalg
 
+    from pargap.fitting.rows import covariance_rows
+
+    block = collective(comm, covariance_rows, structures, models, e0, settings.at_file, settings.hessian_delta,
+                       core, local_property0=settings.local_property0)
+    jitter = settings.sparse_jitter
     counts = comm.allgather(block.shape[0])
     offset, M = sum(counts[: comm.Get_rank()]), block.shape[1] - 1
-    owner = np.full(block.shape[0], -1, dtype=np.int64)
-    owner[block.shape[0] - sum(s.n_rows for s in structures):] = np.repeat(
-        [s.index for s in structures], [s.n_rows for s in structures]).astype(np.int64)
+    owner = np.repeat([s.index for s in structures], [s.n_rows for s in structures]).astype(np.int64)
     K_mm = on_root(comm, lambda: scipy.linalg.block_diag(*[m.covariance_sparse(jitter) for m in models]))
     tmp = f"{path}.tmp"
 

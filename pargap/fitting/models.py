@@ -20,25 +20,41 @@ def draw_seed(comm, rnd_seed):
     return comm.bcast(int(np.random.SeedSequence().entropy % 2**31) if comm.Get_rank() == 0 else None, root=0)
 
 
+POOL_CHUNK_BYTES = 8 * 2**20
+"""A pool's descriptors are gathered in chunks of this size, then copied into one array chunk by
+chunk (each freed after its copy): the pool is held about once, not twice."""
+
+
 def descriptor_pools(structures, expanded):
     """Descriptor values (no gradients) of this rank's structures, one pool per model."""
-    pools = []
-    for descriptor, _, _, _ in expanded:
-        xs, ws, owners, types = [], [], [], []
-        for s in structures:
-            d = descriptor.compute(s.atoms, gradients=False)
-            xs.append(d.x)
-            ws.append(d.weight)
-            owners.append(np.full(len(d), s.index))
-            types.append(np.full(len(d), s.config_type, dtype=object))
-        D = descriptor.dimension
-        pools.append(DescriptorPool(
-            np.concatenate(xs) if xs else np.zeros((0, D)),
-            np.concatenate(ws) if ws else np.zeros(0),
-            np.concatenate(owners) if owners else np.zeros(0, dtype=int),
-            np.concatenate(types) if types else np.zeros(0, dtype=object),
-        ))
-    return pools
+    return [_pool(structures, descriptor) for descriptor, _, _, _ in expanded]
+
+
+def _pool(structures, descriptor):
+    D = descriptor.dimension
+    width = D + 2  # x, weight, owning structure
+    rows = max(1, POOL_CHUNK_BYTES // (8 * width))
+    chunks, chunk, used = [], np.empty((rows, width)), 0
+    for s in structures:
+        d = descriptor.compute(s.atoms, gradients=False)
+        values = np.column_stack([d.x, d.weight, np.full(len(d), float(s.index))])
+        while len(values):
+            take = min(len(values), rows - used)
+            chunk[used:used + take] = values[:take]
+            values, used = values[take:], used + take
+            if used == rows:
+                chunks.append(chunk)
+                chunk, used = np.empty((rows, width)), 0
+    chunks.append(chunk[:used])
+    n = sum(len(c) for c in chunks)
+    x, weight, owner = np.empty((n, D)), np.empty(n), np.empty(n, dtype=np.int64)
+    start = 0
+    for k in range(len(chunks)):
+        c, chunks[k] = chunks[k], None
+        x[start:start + len(c)], weight[start:start + len(c)] = c[:, :D], c[:, D]
+        owner[start:start + len(c)] = c[:, D + 1]
+        start += len(c)
+    return DescriptorPool(x, weight, owner)
 
 
 def theta_from_range(comm, g, descriptor, pool):
@@ -59,47 +75,49 @@ def sparse_config_types(pool, g, known_types=()):
     return np.where(np.isin(pool.config_type, list(known)), pool.config_type, "default")
 
 
-def drop_empty(comm, expanded, pools, log):
-    """(expanded, pools) without the models that species expansion made for a species combination
-    no structure has (e.g. O-O in ethanol): no descriptors on any rank, nothing to contribute."""
-    counts = comm.allreduce(np.array([len(pool.x) for pool in pools], dtype=np.int64))
-    unused = [k for k, ((_, _, g, _), n) in enumerate(zip(expanded, counts)) if n == 0 and g.add_species]
-    for k in unused:
-        log(f"model {k} ({_label(expanded[k][0], ('Z',))}): no descriptors in the data, dropped")
-    return ([e for k, e in enumerate(expanded) if k not in unused],
-            [p for k, p in enumerate(pools) if k not in unused])
-
-
-def select_models(comm, expanded, pools, seed, log, name="model", print_sparse_index=True, known_types=(),
+def sparse_models(comm, structures, expanded, seed, log, name="model", print_sparse_index=True, known_types=(),
                   actual_gpcov=False):
-    """The sparse points of every model, chosen collectively from all ranks' pools -> [Model]
-    (alpha None). Model k draws with seed ``seed + k``; its gap entry's print_sparse_index file
-    gets the chosen descriptors' indices when ``print_sparse_index``. A theta_fac kernel gets its
-    length scales from the pool's range here; config_type_n_sparse counts config types as
-    :func:`sparse_config_types` (``known_types``: config_type_sigma's); ``actual_gpcov``
-    (sparse_use_actual_gpcov): farthest_point measures distances with the model's kernel."""
+    """Descriptors and sparse points, model by model -> [Model] (alpha None): each model's pool
+    (the descriptor values of this rank's structures) is computed, used for its selection and
+    freed before the next model's, so at most one model's descriptors are held. A model that
+    species expansion made for a species combination no structure has (e.g. O-O in ethanol: no
+    descriptors on any rank) is dropped. Model k of those kept draws with seed ``seed + k``; its
+    gap entry's print_sparse_index file gets the chosen descriptors' indices when
+    ``print_sparse_index``. A theta_fac kernel gets its length scales from the pool's range here;
+    config_type_n_sparse counts config types as :func:`sparse_config_types` (``known_types``:
+    config_type_sigma's); ``actual_gpcov`` (sparse_use_actual_gpcov): farthest_point measures
+    distances with the model's kernel."""
     unaffected = sorted({g.sparse_method for _, _, g, _ in expanded if g.sparse_method != "farthest_point"})
     if actual_gpcov and unaffected:
         log("sparse_use_actual_gpcov: only farthest_point measures distances with the kernel (gap_fit uses it for "
             f"cluster and covariance, which pargap does not have); no effect on sparse_method {', '.join(unaffected)}")
     models = []
-    for k, ((descriptor, kernel, g, gap_index), pool) in enumerate(zip(expanded, pools)):
+    for j, (descriptor, kernel, g, gap_index) in enumerate(expanded):
+        pool = descriptor_pools(structures, [expanded[j]])[0]
+        if g.add_species and comm.allreduce(len(pool.x)) == 0:
+            log(f"{name} {j} ({_label(descriptor, ('Z',))}): no descriptors in the data, dropped")
+            continue
+        k = len(models)
         where = f"{name} {k} ({_label(descriptor, ('Z', 'species'))})"
         if g.theta_fac is not None:
             kernel = make_kernel(g.covariance_type, dimension=descriptor.dimension, delta=g.delta, f0=g.f0,
                                  theta=theta_from_range(comm, g, descriptor, pool))
         if g.config_type_n_sparse:
+            types = {s.index: s.config_type for s in structures}
+            pool = dataclasses.replace(pool, config_type=np.array([types[i] for i in pool.structure], dtype=object))
             pool = dataclasses.replace(pool, config_type=sparse_config_types(pool, g, known_types))
         x, w, ids = collective(comm, select_sparse, comm, pool, method=g.sparse_method, n_sparse=g.n_sparse,
                                seed=seed + k, sparse_file=g.sparse_file, where=where,
                                config_type_n_sparse=g.config_type_n_sparse,
                                tolerances=(g.unique_descriptor_tolerance, g.unique_hash_tolerance),
                                kernel=kernel if actual_gpcov and g.sparse_method == "farthest_point" else None)
+        n_descriptors = comm.allreduce(len(pool.x))
+        del pool
         models.append(Model(descriptor, kernel, x, w, gap_index=gap_index))
         if print_sparse_index and g.print_sparse_index:
             collective(comm, append_sparse_index, comm, g.print_sparse_index, ids)
         log(f"{where}: {len(x)} sparse points by {g.sparse_method}")
-        log.verbose(f"{where}: {comm.allreduce(len(pool.x))} descriptors of dimension {descriptor.dimension}; "
+        log.verbose(f"{where}: {n_descriptors} descriptors of dimension {descriptor.dimension}; "
                     f"kernel {kernel.name} " + ", ".join(f"{key}={np.round(value, 6).tolist()}"
                                                          for key, value in kernel.params().items()))
     return models

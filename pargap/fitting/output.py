@@ -29,12 +29,16 @@ def provenance(comm, settings, seed, data_hash, **facts):
     } | facts
 
 
+def stores_variance(settings, M):
+    """Whether the potential stores the (M, M) factor for the predictive variance: by
+    store_covariance, else up to STORE_COVARIANCE_MAX_M sparse points."""
+    return settings.store_covariance if settings.store_covariance is not None else M <= STORE_COVARIANCE_MAX_M
+
+
 def variance_factor(settings, solution, solver, log):
-    """The (M, M) factor R (R^T R = A^T A) to store for the predictive variance, or None: by
-    store_covariance, else up to STORE_COVARIANCE_MAX_M sparse points; ScaLAPACK keeps none."""
-    store = settings.store_covariance
-    if store is None:
-        store = len(solution.alpha) <= STORE_COVARIANCE_MAX_M
+    """The (M, M) factor R (R^T R = A^T A) to store for the predictive variance, or None
+    (:func:`stores_variance`); ScaLAPACK keeps none."""
+    store = stores_variance(settings, len(solution.alpha))
     if store and solver == "scalapack":
         log("no predictive-variance factor (/gp) in the potential: the ScaLAPACK solver keeps R distributed "
             "(solver = \"tsqr\" keeps it, when its triangles fit on rank 0)")

@@ -101,22 +101,23 @@ def select_sparse(comm, pool, *, method, n_sparse=None, seed=0, sparse_file=None
     taken = []
     for k, (mask, m, label) in enumerate(groups):
         cand_local, cand_global, n_cand = global_numbers(comm, pool.structure, mask)
-        take = _choose(comm, pool.x[cand_local], cand_global, number[cand_local], n_cand, method, m,
+        take = _choose(comm, pool.x, cand_local, cand_global, number[cand_local], n_cand, method, m,
                        seed + 7919 * k, label, kernel)
         taken.append(cand_local[take])
     positions = np.unique(np.concatenate(taken)) if taken else np.zeros(0, dtype=np.int64)
     return _collect(comm, pool, positions, number[positions])
 
 
-def _choose(comm, x, cand_global, ids, n_cand, method, m, seed, where, kernel=None):
-    """True for this rank's candidates that ``method`` picks, m among n_cand over all ranks. x (n, D)
-    this rank's candidates, cand_global (n,) their candidate numbers, ids (n,) their descriptor numbers."""
+def _choose(comm, pool_x, rows, cand_global, ids, n_cand, method, m, seed, where, kernel=None):
+    """True for this rank's candidates that ``method`` picks, m among n_cand over all ranks.
+    pool_x (n, D) this rank's descriptors, rows (n_c,) the positions of its candidates in it,
+    cand_global (n_c,) their candidate numbers, ids (n_c,) their descriptor numbers."""
     if n_cand == 0:
         if comm.Get_rank() == 0:
             warnings.warn(f"{where}: no descriptors to choose sparse points from", RuntimeWarning, stacklevel=3)
-        return np.zeros(len(x), dtype=bool)
+        return np.zeros(len(rows), dtype=bool)
     if method == "none":
-        return np.ones(len(x), dtype=bool)
+        return np.ones(len(rows), dtype=bool)
     if m > n_cand:
         if comm.Get_rank() == 0:
             warnings.warn(f"{where}: n_sparse={m} exceeds the {n_cand} distinct descriptors; using all of them",
@@ -125,11 +126,11 @@ def _choose(comm, x, cand_global, ids, n_cand, method, m, seed, where, kernel=No
     if method == "random":
         return smallest_scores(comm, uniform_by_id(seed, ids), ids, m)
     if method == "uniform":
-        return _uniform(comm, x, cand_global, ids, m, seed)
+        return _uniform(comm, pool_x[rows], cand_global, ids, m, seed)
     if method == "cur_points":
-        return smallest_scores(comm, uniform_by_id(seed, ids) - leverage(comm, x, m), ids, m)
+        return smallest_scores(comm, uniform_by_id(seed, ids) - leverage(comm, pool_x, m, rows), ids, m)
     if method == "farthest_point":
-        return _farthest_point(comm, x, cand_global, m, kernel)
+        return _farthest_point(comm, pool_x[rows], cand_global, m, kernel)
     raise ConfigError(f"{where}: unknown sparse_method '{method}'")
 
 

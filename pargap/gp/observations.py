@@ -58,22 +58,37 @@ def hessian_row(atoms, models, eigenvector, delta):
 
 
 def single_model_rows(atoms, model, gradients=True):
-    """Rows of one model (M = model.n_sparse columns) for one structure."""
+    """Rows of one model (M = model.n_sparse columns) for one structure. A descriptor that can
+    (SOAP: ``centre_chunks``) is computed over groups of centres whose gradients take at most
+    GRADIENT_CHUNK_BYTES, the rows summed over the groups, so a large structure's descriptor
+    gradients are never all in memory."""
     n_atoms = len(atoms)
     M = model.n_sparse
-    desc = model.descriptor.compute(atoms, gradients=gradients)
+    rows = ModelRows(energy=np.zeros(M), local=np.zeros((n_atoms, M)))
+    if gradients:
+        rows.forces = np.zeros((n_atoms, 3, M))
+        rows.virial = np.zeros((3, 3, M))
+    if gradients and hasattr(model.descriptor, "centre_chunks"):
+        chunks, neighbours = model.descriptor.centre_chunks(atoms, GRADIENT_CHUNK_BYTES)
+        for centres in chunks:
+            _add_rows(rows, model.descriptor.compute(atoms, True, centres=centres, neighbours=neighbours), model)
+    else:
+        _add_rows(rows, model.descriptor.compute(atoms, gradients=gradients), model)
+    return rows
+
+
+def _add_rows(rows, desc, model):
+    """Add the rows of the descriptors ``desc`` (with gradients if rows.forces is not None) to ``rows``."""
+    M = model.n_sparse
     w_s = model.sparse_weight
     K = model.kernel(desc.x, model.sparse_x)  # (n, M)
     K_tilde = desc.weight[:, None] * K * w_s[None, :]
-    local = np.zeros((n_atoms, M))
-    np.add.at(local, desc.centre, K_tilde)
-    rows = ModelRows(energy=K_tilde.sum(0), local=local)
-    if not gradients:
-        return rows
+    rows.energy += K_tilde.sum(0)
+    np.add.at(rows.local, desc.centre, K_tilde)
+    if rows.forces is None:
+        return
     G = len(desc.grad_owner)
     D = desc.x.shape[1]
-    rows.forces = np.zeros((n_atoms, 3, M))
-    rows.virial = np.zeros((3, 3, M))
     metric, A, B = model.kernel.gradient_terms(desc.x, model.sparse_x, K)
     chunk = gradient_chunk(M)
     for start in range(0, G, chunk):
@@ -86,7 +101,6 @@ def single_model_rows(atoms, model, gradients=True):
         accumulate_rows(T, u, A, EMPTY if B is None else B, K, desc.weight, np.ascontiguousarray(desc.dw_dr[block]),
                         w_s, owner, desc.grad_atom[block], np.ascontiguousarray(desc.grad_position[block]),
                         rows.forces, rows.virial)
-    return rows
 
 
 GRADIENT_CHUNK_BYTES = 64 * 2**20

@@ -12,14 +12,13 @@ forms of them for a block of rows already in memory (``serial_solve``, ``tsqr_so
 K_MM (``covariance_sparse_tile``).
 """
 
-import os
-
 import numpy as np
 import scipy.linalg
 
 from pargap.errors import PargapError
 from pargap.linalg import tsqr
 from pargap.linalg.factor import RowFactor, factor_bytes
+from pargap.memory_limit import available_memory, limit_per_rank, parse_bytes  # noqa: F401 (re-exported)
 
 __all__ = ["r_factor", "reduce_triangles", "serial_solve", "serial_solve_block", "tsqr_solve", "tsqr_solve_block",
            "scalapack_solve", "solve_on_root", "choose_solver", "covariance_sparse_tile"]
@@ -110,40 +109,15 @@ MEMORY_FRACTION = 0.5
 """``auto`` picks TSQR when its triangles take at most this fraction of the memory per rank."""
 
 
-def parse_bytes(text):
-    """'8e9', '2G', '512M', '1.5T' -> bytes (K, M, G, T powers of 1024)."""
-    text = str(text).strip().upper().removesuffix("B")
-    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(text[-1:], 1)
-    try:
-        return float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        raise PargapError(f"PARGAP_MEMORY_PER_RANK: cannot read '{text}' as bytes (e.g. 4G, 512M, 8e9)") from None
-
-
 def memory_per_rank(comm):
-    """Bytes of memory per rank, the smallest over the ranks (see :func:`node_memory_per_rank`)."""
-    return min(comm.allgather(node_memory_per_rank(_ranks_on_node(comm))))
+    """Bytes of memory per rank, the smallest over the ranks, by
+    :func:`pargap.memory_limit.limit_per_rank` (PARGAP_MEMORY_PER_RANK, else the tightest of the
+    Slurm, cgroup and MemAvailable limits shared by the ranks on each node). Collective."""
+    return min(comm.allgather(limit_per_rank(ranks_on_node(comm))[0]))
 
 
-def node_memory_per_rank(ranks_on_node):
-    """Bytes of memory per rank on this node: PARGAP_MEMORY_PER_RANK if set (bytes, or with a K,
-    M, G or T suffix), else MemAvailable of /proc/meminfo divided by ``ranks_on_node`` (inf
-    where /proc/meminfo cannot be read)."""
-    if os.environ.get("PARGAP_MEMORY_PER_RANK"):
-        return parse_bytes(os.environ["PARGAP_MEMORY_PER_RANK"])
-    return available_memory() / ranks_on_node
-
-
-def available_memory():
-    """MemAvailable of /proc/meminfo in bytes (inf where it cannot be read)."""
-    try:
-        with open("/proc/meminfo") as fh:
-            return next(float(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return np.inf
-
-
-def _ranks_on_node(comm):
+def ranks_on_node(comm):
+    """Ranks of ``comm`` on this node (sharing its memory)."""
     if comm.Get_size() == 1:
         return 1
     from mpi4py import MPI

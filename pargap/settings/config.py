@@ -230,6 +230,7 @@ class FitSettings:
     rnd_seed: int = -1
     solver: str = "auto"
     store_covariance: bool | None = None  # keep the GP's R factor in the file; None: when M <= 20000
+    row_block_mb: float | None = None  # rows built and folded at a time, per rank; None: from the memory
     do_copy_at_file: bool = True
     sparse_separate_file: bool = True
     core_param_file: str | None = None  # baseline potential (pargap.baselines.core_potential), gap_fit's names
@@ -280,6 +281,8 @@ class FitSettings:
                               "or \"auto\" (the ScaLAPACK solver keeps R distributed and stores no /gp)")
         if not self.hessian_delta > 0:
             raise ConfigError(f"hessian_delta must be positive, got {self.hessian_delta}")
+        if self.row_block_mb is not None and not (self.row_block_mb > 0 and math.isfinite(self.row_block_mb)):
+            raise ConfigError(f"row_block_mb must be a positive number of MB, got {self.row_block_mb}")
         if not self.sparse_jitter >= 0:
             raise ConfigError(f"sparse_jitter must be >= 0, got {self.sparse_jitter}")
         _check_core(self)
