@@ -267,3 +267,17 @@ def test_descriptor_pool_gathered_in_chunks_equals_the_concatenation(monkeypatch
             np.testing.assert_array_equal(pool.weight, np.concatenate([d.weight for d in every]))
             np.testing.assert_array_equal(pool.structure, np.concatenate(
                 [np.full(len(d), s.index) for d, s in zip(every, structures)]))
+
+
+def test_soap_counts_its_descriptors_without_computing_them():
+    """SOAP's pool is written straight into one array sized by ``count``: one descriptor per atom of
+    the centre species Z (every atom with Z = 0)."""
+    from ase.build import bulk
+
+    from pargap.descriptors.soap import Soap
+
+    salt = bulk("NaCl", "rocksalt", a=5.64).repeat((2, 1, 1))
+    salt.numbers[:3] = 11
+    for Z in (0, 11, 17, 8):
+        soap = Soap(cutoff=4.0, l_max=2, n_max=3, atom_sigma=0.6, Z=Z, n_species=2, species_Z=[11, 17])
+        assert soap.count(salt) == len(soap.compute(salt)), Z

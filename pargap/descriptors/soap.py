@@ -323,6 +323,10 @@ class Soap:
         shape = (len(r), self.n_max, self.l_max + 1)
         return R.reshape(shape), (dR.reshape(shape) if gradients else None)
 
+    def count(self, atoms):
+        """Number of descriptors of one structure (its centres), without computing them."""
+        return int(np.count_nonzero(atoms.numbers == self.Z)) if self.Z else len(atoms)
+
     def centre_chunks(self, atoms, max_bytes):
         """(groups, neighbours): the centres (atom indices, ascending) of one structure in
         consecutive groups whose gradients, (centres + their neighbour slots) x 3 x D float64,

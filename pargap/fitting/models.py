@@ -21,8 +21,9 @@ def draw_seed(comm, rnd_seed):
 
 
 POOL_CHUNK_BYTES = 8 * 2**20
-"""A pool's descriptors are gathered in chunks of this size, then copied into one array chunk by
-chunk (each freed after its copy): the pool is held about once, not twice."""
+"""A pool's descriptors are written straight into one array when the descriptor can count them
+beforehand (SOAP: one per centre atom); other descriptors' (low-dimensional: pairs, triplets) are
+gathered in chunks of this size, then copied into one array."""
 
 
 def descriptor_pools(structures, expanded):
@@ -31,6 +32,16 @@ def descriptor_pools(structures, expanded):
 
 
 def _pool(structures, descriptor):
+    if hasattr(descriptor, "count"):  # sizes known beforehand (SOAP): written straight into the pool
+        counts = [descriptor.count(s.atoms) for s in structures]
+        n = sum(counts)
+        x, weight, owner = np.empty((n, descriptor.dimension)), np.empty(n), np.empty(n, dtype=np.int64)
+        start = 0
+        for s, k in zip(structures, counts):
+            d = descriptor.compute(s.atoms, gradients=False)
+            x[start:start + k], weight[start:start + k], owner[start:start + k] = d.x, d.weight, s.index
+            start += k
+        return DescriptorPool(x, weight, owner)
     D = descriptor.dimension
     width = D + 2  # x, weight, owning structure
     rows = max(1, POOL_CHUNK_BYTES // (8 * width))
