@@ -38,10 +38,12 @@ def test_same_sparse_points_for_any_rank_count(choices, ranks):
 
 def test_selection_memory_does_not_grow_with_ranks(tmp_path):
     """CUR on 900-wide descriptors: a D x D Gram matrix allgathered would add P x 6.5 MB per rank
-    (100 MB at P = 16); the tree of triangles holds at most two per rank, for any P."""
+    (100 MB at P = 16); the tree of triangles holds at most two per rank, for any P (rank 0 measured
+    35 MB at P = 2, 42 MB at P = 16)."""
     growth = {}
     for ranks in (2, 16):
         run = mpirun(ranks, "memory", tmp_path / f"{ranks}.npz")
         assert run.returncode == 0, run.stderr[-3000:]
         growth[ranks] = np.load(tmp_path / f"{ranks}.npz")["growth"].max()
-    assert growth[16] <= 1.1 * growth[2] + 4e6, growth
+    triangle = 900 * 900 * 8
+    assert growth[16] <= growth[2] + 2 * triangle, growth  # the tree's depth: buffers, not P copies
