@@ -126,3 +126,21 @@ def test_gp_factor_of_a_rewritten_file_is_refused(tmp_path, rewrite):
     with pytest.raises(InputError, match="gp.h5.*changed since it was loaded"):
         potential.factor
     np.testing.assert_array_equal(Potential.load(path).factor, R_new)
+
+
+def test_cached_contraction_follows_a_new_alpha_at_a_reused_address():
+    """Potential caches the alpha-contracted Predictor; a new alpha array must be seen even when it
+    has the id (address) of the freed array the cache was built from (taken here if it is free)."""
+    m = cases()["distance_2b ard_se f0"]
+    potential = Potential([m], {14: 0.0, 6: 0.0})
+    atoms = structures()[0]
+    alpha = m.alpha.copy()
+    energy = potential.predict(atoms, gradients=False)["energy"]
+    old = id(m.alpha)
+    m.alpha = None  # frees the array unless the cache holds it; CPython then hands its address out again
+    candidates = [2 * alpha for _ in range(1000)]
+    m.alpha = next((a for a in candidates if id(a) == old), candidates[0])
+    del candidates
+    assert potential.predict(atoms, gradients=False)["energy"] == pytest.approx(2 * energy, rel=1e-12)
+    potential.models = [Model(m.descriptor, m.kernel, m.sparse_x, m.sparse_weight, -alpha)]
+    assert potential.predict(atoms, gradients=False)["energy"] == pytest.approx(-energy, rel=1e-12)

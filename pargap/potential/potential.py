@@ -107,10 +107,9 @@ class Potential:
 
     def _contracted(self, atoms, gradients):
         """The models' sum for ``atoms`` with alpha contracted once per set of models (Predictor)."""
-        key = [(id(m), id(m.alpha)) for m in self.models]
-        if self._predictor is None or self._predictor[0] != key:
-            self._predictor = (key, Predictor(self.models))
-        return self._predictor[1](atoms, gradients=gradients)
+        if self._predictor is None or not self._predictor.is_for(self.models):
+            self._predictor = Predictor(self.models)
+        return self._predictor(atoms, gradients=gradients)
 
     def predict(self, atoms, gradients=True):
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
