@@ -129,6 +129,25 @@ def test_xml_potential_predicts_without_any_m_by_m_matrix(potential, tmp_path, m
         atoms.calc.get_energy_variance(atoms)
 
 
+def test_saving_over_a_potential_leaves_only_its_own_sparse_files(potential, tmp_path):
+    """A save over gp.xml with other models (and a new label) removes the old gp.xml.sparseX.* files,
+    which nothing refers to any more, and nothing else: the folder holds one consistent potential."""
+    others = ["other.xml.sparseX.GAP_1", "gp.xml.bak", "gp.xml.sparseX", "notes.txt"]
+    for name in others:
+        (tmp_path / name).write_text("keep\n")
+    potential.save(tmp_path / "gp.xml")
+    first = sparse_files(tmp_path)
+    assert len(first) == 3
+    fewer = Potential(potential.models[:2], potential.e0)
+    label = fewer.save(tmp_path / "gp.xml")
+    kept = sparse_files(tmp_path)
+    assert [p.name for p in kept] == [f"gp.xml.sparseX.{label}{k}" for k in (1, 2)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["gp.xml", *others] + [p.name for p in kept])
+    assert all((tmp_path / name).read_text() == "keep\n" for name in others)
+    again = Potential.load(tmp_path / "gp.xml")
+    assert again.predict(si())["energy"] == fewer.predict(si())["energy"]
+
+
 def broken(potential, tmp_path, edit):
     potential.save(tmp_path / "gp.xml")
     edit(tmp_path)
