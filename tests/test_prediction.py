@@ -9,6 +9,7 @@ from ase import Atoms
 from ase.build import bulk
 
 from pargap.descriptors import make_descriptor
+from pargap.errors import InputError
 from pargap.gp.kernels import DotProduct, SquaredExponential
 from pargap.gp.model import Model
 from pargap.gp.observations import model_rows
@@ -103,3 +104,43 @@ def test_gp_factor_is_read_only_when_asked(tmp_path):
         potential.factor
     again = Potential.load(tmp_path / "moved.h5")
     np.testing.assert_array_equal(again.factor, R)
+
+
+@pytest.mark.parametrize("rewrite", ["replaced (save)", "overwritten in place"])
+def test_gp_factor_of_a_rewritten_file_is_refused(tmp_path, rewrite):
+    """A new fit written to the same path after loading: the lazy read of /gp must not hand the old
+    potential's models the new fit's factor (same M, so no shape check could see it)."""
+    import h5py
+
+    m = cases()["distance_2b ard_se f0"]
+    rng = np.random.default_rng(2)
+    R_old, R_new = (np.triu(rng.normal(size=(m.n_sparse,) * 2)) + 5 * np.eye(m.n_sparse) for _ in range(2))
+    path = tmp_path / "gp.h5"
+    Potential([m], {14: 0.0, 6: 0.0}, factor=R_old, sparse_jitter=1e-8).save(path)
+    potential = Potential.load(path)
+    if rewrite == "replaced (save)":
+        Potential([m], {14: 0.0, 6: 0.0}, factor=R_new, sparse_jitter=1e-8).save(path)
+    else:
+        with h5py.File(path, "r+") as f:
+            f["gp/R_upper"][...] = R_new[np.triu_indices(m.n_sparse)]
+    with pytest.raises(InputError, match="gp.h5.*changed since it was loaded"):
+        potential.factor
+    np.testing.assert_array_equal(Potential.load(path).factor, R_new)
+
+
+def test_cached_contraction_follows_a_new_alpha_at_a_reused_address():
+    """Potential caches the alpha-contracted Predictor; a new alpha array must be seen even when it
+    has the id (address) of the freed array the cache was built from (taken here if it is free)."""
+    m = cases()["distance_2b ard_se f0"]
+    potential = Potential([m], {14: 0.0, 6: 0.0})
+    atoms = structures()[0]
+    alpha = m.alpha.copy()
+    energy = potential.predict(atoms, gradients=False)["energy"]
+    old = id(m.alpha)
+    m.alpha = None  # frees the array unless the cache holds it; CPython then hands its address out again
+    candidates = [2 * alpha for _ in range(1000)]
+    m.alpha = next((a for a in candidates if id(a) == old), candidates[0])
+    del candidates
+    assert potential.predict(atoms, gradients=False)["energy"] == pytest.approx(2 * energy, rel=1e-12)
+    potential.models = [Model(m.descriptor, m.kernel, m.sparse_x, m.sparse_weight, -alpha)]
+    assert potential.predict(atoms, gradients=False)["energy"] == pytest.approx(-energy, rel=1e-12)

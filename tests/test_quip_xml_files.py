@@ -94,6 +94,60 @@ def test_convert_to_xml_notes_the_factor_without_reading_it(potential, tmp_path,
     assert main([str(tmp_path / "gp.h5"), str(tmp_path / "gp.xml")]) == 0
     assert "no place in GAP XML" in capsys.readouterr().out
 
+def test_xml_potential_predicts_without_any_m_by_m_matrix(potential, tmp_path, monkeypatch):
+    """Loading GAP XML and predicting energies and forces (GAPCalculator) need only alpha and the
+    sparse points: no K_MM, no Cholesky or QR factor; asking it for a variance is a clear error."""
+    import scipy.linalg
+
+    from pargap.errors import InputError
+    from pargap.potential.calculator import GAPCalculator
+
+    potential.save(tmp_path / "gp.xml")
+
+    sizes = {m.n_sparse for m in potential.models}
+
+    def guarded(function):  # small factorisations of other shapes (SOAP's radial basis) are fine
+        def call(*args, **kwargs):
+            if any(np.ndim(a) == 2 and np.shape(a)[0] in sizes for a in args):
+                pytest.fail(f"{function.__name__} of an (M, M) matrix for prediction")
+            return function(*args, **kwargs)
+        return call
+
+    def forbidden(*args, **kwargs):
+        pytest.fail("a kernel matrix was built for prediction (it needs only the contraction)")
+
+    for owner, name in [(scipy.linalg, "cholesky"), (scipy.linalg, "qr"), (np.linalg, "cholesky"),
+                        (np.linalg, "qr")]:
+        monkeypatch.setattr(owner, name, guarded(getattr(owner, name)))
+    for owner, name in [(Model, "covariance_sparse"), (SquaredExponential, "__call__"), (DotProduct, "__call__")]:
+        monkeypatch.setattr(owner, name, forbidden)
+    atoms = si()
+    atoms.calc = GAPCalculator(str(tmp_path / "gp.xml"))
+    assert atoms.get_potential_energy() == pytest.approx(potential.predict(atoms)["energy"], rel=1e-12)
+    assert atoms.get_forces().shape == (len(atoms), 3)
+    with pytest.raises(InputError, match="no GP factor"):
+        atoms.calc.get_energy_variance(atoms)
+
+
+def test_saving_over_a_potential_leaves_only_its_own_sparse_files(potential, tmp_path):
+    """A save over gp.xml with other models (and a new label) removes the old gp.xml.sparseX.* files,
+    which nothing refers to any more, and nothing else: the folder holds one consistent potential."""
+    others = ["other.xml.sparseX.GAP_1", "gp.xml.bak", "gp.xml.sparseX", "notes.txt"]
+    for name in others:
+        (tmp_path / name).write_text("keep\n")
+    potential.save(tmp_path / "gp.xml")
+    first = sparse_files(tmp_path)
+    assert len(first) == 3
+    fewer = Potential(potential.models[:2], potential.e0)
+    label = fewer.save(tmp_path / "gp.xml")
+    kept = sparse_files(tmp_path)
+    assert [p.name for p in kept] == [f"gp.xml.sparseX.{label}{k}" for k in (1, 2)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["gp.xml", *others] + [p.name for p in kept])
+    assert all((tmp_path / name).read_text() == "keep\n" for name in others)
+    again = Potential.load(tmp_path / "gp.xml")
+    assert again.predict(si())["energy"] == fewer.predict(si())["energy"]
+
+
 def broken(potential, tmp_path, edit):
     potential.save(tmp_path / "gp.xml")
     edit(tmp_path)

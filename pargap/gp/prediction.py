@@ -39,12 +39,21 @@ class Prediction:
 
 class Predictor:
     """The models of a potential, their coefficients contracted once (``kernel.contraction``);
-    calling it on an ase.Atoms gives the models' :class:`Prediction`."""
+    calling it on an ase.Atoms gives the models' :class:`Prediction`. The contraction holds the
+    models' arrays as they were: give a model new arrays (not in-place edits) and ask :meth:`is_for`."""
 
     def __init__(self, models):
         self.models = list(models)
         self.contractions = [m.kernel.contraction(m.sparse_x, np.asarray(m.alpha, dtype=float) * m.sparse_weight)
                              for m in self.models]
+        self._sources = [_sources(m) for m in self.models]  # held, so no new object can take their ids
+
+    def is_for(self, models):
+        """Whether this predictor was contracted from these very models, coefficients, sparse points,
+        weights and kernels (the same objects, not equal ones)."""
+        current = [_sources(m) for m in models]
+        return len(current) == len(self._sources) and all(
+            a is b for old, new in zip(self._sources, current) for a, b in zip(old, new))
 
     def __call__(self, atoms, gradients=True):
         n = len(atoms)
@@ -54,6 +63,11 @@ class Predictor:
             _add_model(out, atoms, model, contract, gradients)
         out.energy = float(out.energies.sum())
         return out
+
+
+def _sources(model):
+    """The objects a model's contraction is computed from."""
+    return model, model.alpha, model.sparse_x, model.sparse_weight, model.kernel
 
 
 def _add_model(out, atoms, model, contract, gradients):

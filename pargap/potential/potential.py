@@ -66,7 +66,7 @@ class Potential:
         self.settings = settings
         self.provenance = dict(provenance or {})
         self._factor = factor
-        self._factor_file = None  # an HDF5 file holding /gp, read on first use of ``factor``
+        self._factor_file = None  # (HDF5 file holding /gp, its identity at load), read on first use of ``factor``
         self.sparse_jitter = sparse_jitter
         self._predictor = None
 
@@ -75,7 +75,7 @@ class Potential:
         """The fit's (M, M) upper R (R^T R = K_MM + K_MN Lambda^-1 K_NM) or None; read from the file's
         /gp only when first asked for (only variances need it)."""
         if self._factor is None and self._factor_file is not None:
-            self._factor = _read_factor(self._factor_file)
+            self._factor = _read_factor(*self._factor_file)
             self._factor_file = None
         return self._factor
 
@@ -107,10 +107,9 @@ class Potential:
 
     def _contracted(self, atoms, gradients):
         """The models' sum for ``atoms`` with alpha contracted once per set of models (Predictor)."""
-        key = [(id(m), id(m.alpha)) for m in self.models]
-        if self._predictor is None or self._predictor[0] != key:
-            self._predictor = (key, Predictor(self.models))
-        return self._predictor[1](atoms, gradients=gradients)
+        if self._predictor is None or not self._predictor.is_for(self.models):
+            self._predictor = Predictor(self.models)
+        return self._predictor(atoms, gradients=gradients)
 
     def predict(self, atoms, gradients=True):
         """Energy (eV), per-atom energies (n,), forces (n, 3) eV/A and virial (3, 3) eV."""
@@ -189,7 +188,7 @@ class Potential:
     @classmethod
     def load(cls, path):
         """A potential from its HDF5 file, or from QUIP's GAP XML (name ending in .xml). The GP factor
-        (/gp) is read later, when first used."""
+        (/gp) is read later, when first used, and only if the file is still the one loaded."""
         import h5py
 
         path = os.fspath(path)
@@ -220,11 +219,12 @@ class Potential:
                 text = f["core/text"].asstr()[()]
                 core = CorePotential.from_text(a["kind"], text, a.get("ip_args", ""), a.get("source") or None)
             has_factor = "gp" in f
+            identity = _identity(f)
             jitter = float(f["gp"].attrs["sparse_jitter"]) if has_factor else None
         potential = cls(models, e0, settings, provenance, core=core, charge_models=charge_models,
                         sparse_jitter=jitter, local_property=local_property)
         if has_factor:
-            potential._factor_file = os.path.abspath(path)
+            potential._factor_file = (os.path.abspath(path), identity)
         return potential
 
 
@@ -233,12 +233,24 @@ def is_quip_xml(path):
     return os.fspath(path).lower().endswith(".xml")
 
 
-def _read_factor(path):
-    """The (M, M) upper R stored as /gp/R_upper in a potential file."""
+def _identity(f):
+    """(device, inode, size, mtime_ns) of an open h5py file: a rewrite of its path changes it, whether
+    by rename (a new inode, as ``save`` does) or in place (a new mtime)."""
+    st = os.fstat(f.id.get_vfd_handle())
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _read_factor(path, identity):
+    """The (M, M) upper R stored as /gp/R_upper in a potential file, which must still have the
+    ``identity`` it had when its models were loaded (else the factor could be another fit's)."""
     import h5py
 
     try:
         with h5py.File(path, "r") as f:
+            if _identity(f) != identity:
+                raise InputError("changed since it was loaded (a new fit written to the same path?): its GP "
+                                 "factor /gp may not belong to the loaded models; load the potential again",
+                                 file=path)
             M = int(f["gp"].attrs["M"])
             factor = np.zeros((M, M))
             factor[np.triu_indices(M)] = f["gp/R_upper"][()]

@@ -144,8 +144,8 @@ def core_xml(core, path):
 
 def save(potential, path, label=None):
     """Write ``potential`` as QUIP GAP XML at ``path`` plus one sparseX file per model beside it
-    (``<path>.sparseX.<label><k>``), all atomically: temporary names, then renames, the XML last.
-    Returns the label (LAMMPS: ``pair_coeff * * path "Potential xml_label=<label>" Z...``)."""
+    (``<path>.sparseX.<label><k>``), all atomically: temporary names, then renames, the XML last; then
+    the sparseX files of an earlier potential at ``path`` are removed. Returns the label (LAMMPS: ``pair_coeff * * path "Potential xml_label=<label>" Z...``)."""
     path = os.fspath(path)
     if potential.charge_models:
         raise ConfigError(f"cannot write {path}: QUIP XML has no form for pargap's charge models; keep the HDF5 file")
@@ -167,12 +167,25 @@ def save(potential, path, label=None):
         files.append((_write_temp(folder, xml), os.path.join(folder, base)))
         for tmp, final in files:
             os.replace(tmp, final)
-        return label
     except BaseException:
         for tmp, _ in files:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         raise
+    _remove_stale_sparse_files(folder, base, {os.path.basename(final) for _, final in files})
+    return label
+
+
+def _remove_stale_sparse_files(folder, base, written):
+    """Remove the ``<base>.sparseX.*`` files of an earlier save to the same path (another label or
+    more models) that the XML just written does not name; nothing else."""
+    prefix = f"{base}.sparseX."
+    for name in os.listdir(folder):
+        if name.startswith(prefix) and name not in written:
+            try:
+                os.unlink(os.path.join(folder, name))
+            except FileNotFoundError:
+                pass
 
 
 def _write_temp(folder, text):
