@@ -334,3 +334,20 @@ def test_soap_of_files_older_than_its_two_l_plus_one_factor_is_refused(potential
 
     msg = broken(potential, tmp_path, edit)
     assert "gp.xml" in msg and "gap_version" in msg and "1423143769" in msg
+
+
+def test_an_xml_gp_file_keeps_no_variance_factor_unless_asked(tmp_path):
+    """GAP XML has no place for the (M, M) factor: by default a fit to .xml does not keep it to the
+    end; store_covariance = true still does (and the fit says it is dropped)."""
+    import dataclasses
+
+    from pargap.fitting.output import stores_variance
+    from pargap.settings.config import load_toml
+
+    (tmp_path / "fit.toml").write_text('at_file = "x.xyz"\ngp_file = "gp.h5"\ndefault_sigma = [0.01, 0.1, 0.1, 0.0]\n'
+                                       '[[gap]]\ndescriptor = "distance_2b"\ncutoff = 4.0\nn_sparse = 5\n'
+                                       'delta = 1.0\ntheta_uniform = 1.0\n')
+    settings = load_toml(tmp_path / "fit.toml")
+    assert stores_variance(settings, 100)
+    assert not stores_variance(dataclasses.replace(settings, gp_file="gp.XML"), 100)
+    assert stores_variance(dataclasses.replace(settings, gp_file="gp.xml", store_covariance=True), 100)

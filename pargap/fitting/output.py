@@ -31,8 +31,11 @@ def provenance(comm, settings, seed, data_hash, **facts):
 
 def stores_variance(settings, M):
     """Whether the potential stores the (M, M) factor for the predictive variance: by
-    store_covariance, else up to STORE_COVARIANCE_MAX_M sparse points."""
-    return settings.store_covariance if settings.store_covariance is not None else M <= STORE_COVARIANCE_MAX_M
+    store_covariance, else up to STORE_COVARIANCE_MAX_M sparse points, and never by default in a
+    GAP XML gp_file (which has no place for it: the factor would be kept to the end for nothing)."""
+    if settings.store_covariance is not None:
+        return settings.store_covariance
+    return M <= STORE_COVARIANCE_MAX_M and not settings.gp_file.lower().endswith(".xml")
 
 
 def variance_factor(settings, solution, solver, log):
