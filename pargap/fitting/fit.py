@@ -175,7 +175,8 @@ def fit(settings, comm=None, log=None, timer=None, checkpoint=None, restart=None
                 structure_rows(s, models, e0, out, settings.at_file, settings.hessian_delta, core,
                                settings.local_property0)
 
-            new, interrupted, building, folding = fold_rows(comm, factor, structures, build, rows_per_block, stop)
+            new, interrupted, building, folding = fold_rows(comm, factor, structures, build, rows_per_block, stop,
+                                                          log=log)
             finished = set(new)
             n_done = n_saved + comm.allreduce(sum(s.n_rows for s in structures if s.index in finished))
             done = _merged_indices(comm, covered, new)

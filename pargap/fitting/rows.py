@@ -85,20 +85,26 @@ def row_blocks(structures, rows_per_block, count=n_rows):
     return blocks
 
 
-def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=n_rows):
+PROGRESS_SECONDS = 60.0
+"""fold_rows reports progress at most this often (and at every tenth of the rounds)."""
+
+
+def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=n_rows, log=None):
     """Build the rows of this rank's ``structures`` block by block and fold them into ``factor``.
 
     build(structure, out) writes the structure's rows into ``out`` (count(structure), n_columns).
     Every rank runs the same rounds (the most blocks any rank has); an error on one rank is
     raised on all of them before the fold. A rank that got a stop request (``stop.received``)
     stops after its current structure; the ranks agree at the end of each round and stop there,
-    the rows built so far folded in. Returns (file indices of the structures folded in, stopped,
-    CPU seconds building rows, seconds folding)."""
+    the rows built so far folded in. ``log``: progress lines (rounds done, elapsed, estimated
+    time left) go there. Returns (file indices of the structures folded in, stopped, CPU seconds
+    building rows, seconds folding)."""
     blocks = row_blocks(structures, rows_per_block, count)
     n_rounds = max(comm.allgather(len(blocks)))
     height = max((sum(count(s) for s in b) for b in blocks), default=0)
     memory = np.empty(height * factor.n_columns)  # one block, reused every round
     done, stopped, building, folding = [], False, 0.0, 0.0
+    started = last = time.monotonic()
     for k in range(n_rounds):
         group = blocks[k] if k < len(blocks) else []
         # Fortran-ordered and contiguous: LAPACK folds it in place, with no copy
@@ -123,6 +129,12 @@ def fold_rows(comm, factor, structures, build, rows_per_block, stop=None, count=
         building, folding = building + middle - begin, folding + time.process_time() - middle
         if stopped:
             break
+        now = time.monotonic()
+        if log is not None and k + 1 < n_rounds and (now - last > PROGRESS_SECONDS
+                                                      or (k + 1) * 10 // n_rounds > k * 10 // n_rounds):
+            last = now
+            log(f"rows: round {k + 1} of {n_rounds} ({100 * (k + 1) / n_rounds:.0f}%), {now - started:.0f} s, "
+                f"about {(now - started) * (n_rounds - k - 1) / (k + 1):.0f} s left")
     return done, stopped, building, folding
 
 
