@@ -10,7 +10,7 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
     and sparse    once its points are chosen): the largest of a model's descriptor values (no
     points        gradients) n_desc (D + 2) 8 bytes (gathered in POOL_CHUNK_BYTES chunks, held once),
                   alone or with the transient of its selection (:func:`selection_bytes`: hash records,
-                  the candidates' copy, CUR's D x D triangles); beside them the chosen
+                  compared descriptors, CUR's D x D triangles); beside them the chosen
                   M_k x (D + 1) points, kept on every rank
     covariance    the rows are streamed: one row block [K_NM | y] of at most row_block_mb (its
     rows          height h: min(rank's rows, max(block rows, largest structure's rows))), h (M+1) 8
@@ -61,7 +61,7 @@ MPI_MB = 10.0
 STRUCTURE_BYTES = 20_000
 ATOM_BYTES = 2_000
 GRADIENT_FACTOR = 1.5
-SELECT_RECORD_BYTES = 200
+SELECT_RECORD_BYTES = 120
 PRIOR_COPIES = 3
 SAMPLE = 256
 
@@ -169,13 +169,18 @@ def gradient_bytes(n_atoms, desc, grad, dims, n_sparse, chunked=None):
 def selection_bytes(n_desc, D, M_k, method, rank, size):
     """Transient bytes of choosing one model's M_k sparse points from a rank's n_desc descriptors
     of dimension D (pargap.fitting.sparsify.select_sparse): the hash records of the repeated-
-    descriptor check, the candidates' copy, for CUR the D x D triangles of the tree (its own, a block copy, and a received one or the
-    C-ordered copy a rank sends; on rank 0 also the SVD's factors), and the chosen points gathered
-    on every rank and put in order (two copies)."""
-    b = n_desc * (SELECT_RECORD_BYTES + D * 8)
+    descriptor check and one round of the descriptors compared (pargap.fitting.distinct), for CUR
+    the D x D triangles of the tree (its own, a block copy, and a received one or the C-ordered copy
+    a rank sends; on rank 0 also the SVD's factors) and a chunk of V_k (pargap.fitting.cur), and the
+    chosen points gathered on every rank and put in order (two copies)."""
+    from pargap.fitting.cur import CHUNK_BYTES
+    from pargap.fitting.distinct import ANSWER_BYTES
+
+    b = n_desc * SELECT_RECORD_BYTES + min(ANSWER_BYTES, n_desc * (D + 1) * 8)
     if method == "cur_points":
         triangles = 5 if rank == 0 else 3
-        b += triangles * D * D * 8  # V_k (n, k) is small: k is half the numerical rank, far below D for SOAP
+        width = D + D // 2  # a chunk of candidates and its V_k (k at most D / 2)
+        b += triangles * D * D * 8 + min(n_desc, max(D, CHUNK_BYTES // (8 * width))) * width * 8
     return b + 2 * M_k * (D + 1) * 8
 
 
