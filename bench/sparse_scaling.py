@@ -5,7 +5,7 @@
 Fit: QUIP's SiC regression set (tests/data/quip_gapfit_regression/SiC.np1.xyz, 101 structures),
 2-species SOAP (n_max = l_max = 10, cutoff 5, one model per centre species, 200 CUR points each).
 For every P the whole fit runs under mpirun (P = 16 is oversubscribed on this 2-core machine:
-its times are those of 16 processes sharing 2 cores). Printed per P: the sparse-point phase's
+its times are those of 16 processes sharing 2 cores). Printed per P: the descriptor and sparse-point phase's
 wall time and how much it raised the per-rank peak, the per-rank peak of the whole fit (max over
 ranks), and the ratio of each to the first P's (the baseline measured in the same run); then the
 largest relative difference of the coefficients and whether the sparse points are identical.
@@ -66,8 +66,8 @@ def fit(folder, ranks, n_sparse):
         models = sorted(f["models"], key=int)
         alpha = [f["models"][k]["alpha"][:] for k in models]
         sparse = [f["models"][k]["sparse_x"][:] for k in models]
-    row = {"ranks": ranks, "sparse_seconds": phases["sparse points"][0],
-           "sparse_raised_mb": phases["sparse points"][2], "peak_mb": peak,
+    row = {"ranks": ranks, "sparse_seconds": phases["descriptors and sparse points"][0],
+           "sparse_raised_mb": phases["descriptors and sparse points"][2], "peak_mb": peak,
            "phases": {k: {"seconds": v[0], "peak_mb": v[1], "raised_mb": v[2]} for k, v in phases.items()}}
     return row, alpha, sparse
 
