@@ -202,7 +202,8 @@ def fold_bytes(solver, n_columns, size, height, rank):
 
 def solve_bytes(solver, n_columns, size, rank):
     """Bytes of the factor at the solve on ``rank`` (pargap.linalg.factor.factor_bytes on rank 0 for
-    tsqr and serial; a tree rank of tsqr holds its triangle, a received one and a packed chunk)."""
+    tsqr and serial; a tree rank of tsqr holds its triangle, a received one if it receives
+    (:func:`triangles_held`) and a packed chunk)."""
     from pargap.linalg.factor import factor_bytes
     from pargap.linalg.tsqr import CHUNK
 
@@ -211,7 +212,13 @@ def solve_bytes(solver, n_columns, size, rank):
         return factor_bytes(solver, n, size)
     if solver == "serial":
         return 0.0
-    return 8.0 * (2 * n * n + min(CHUNK, n * (n + 1) // 2))
+    return 8.0 * (triangles_held(rank, size) * n * n + min(CHUNK, n * (n + 1) // 2))
+
+
+def triangles_held(rank, size):
+    """Triangles a rank of the TSQR tree holds at once (pargap.linalg.tsqr.reduce_to_root): its own
+    and, on a rank that receives (even, with a partner), the one received."""
+    return 2 if rank % 2 == 0 and rank + 1 < size else 1
 
 
 def checkpoint_bytes(solver, n_columns, size, height, rank):
@@ -228,7 +235,8 @@ def checkpoint_bytes(solver, n_columns, size, height, rank):
         return 8.0 * (n * n / size + height * n + slab * n + min(ROW_CHUNK, slab) * n)
     if solver == "serial" and rank != 0:
         return 0.0
-    merge = 2 * n * n + min(CHUNK, n * (n + 1) // 2) if solver == "tsqr" and size > 1 else n * n
+    merge = (triangles_held(rank, size) * n * n + min(CHUNK, n * (n + 1) // 2)
+             if solver == "tsqr" and size > 1 else n * n)
     return 8.0 * max(merge, n * n + min(ROW_CHUNK, n) * n if rank == 0 else 0)
 
 
