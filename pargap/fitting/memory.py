@@ -189,7 +189,7 @@ def fold_bytes(solver, n_columns, size, height, rank):
     the block itself: tsqr its triangle and tpqrt's panel workspace; serial on rank 0 the same and
     the block received from another rank; scalapack its share of the factor's matrix G
     ((M+1 + P h) rows, block-cyclic), a padded copy of the block and pdgeqrf's workspace."""
-    from pargap.linalg.tsqr import PANEL
+    from pargap.linalg.tsqr import PANEL, triangle_resident_bytes
 
     n = n_columns
     if solver == "scalapack":
@@ -197,7 +197,7 @@ def fold_bytes(solver, n_columns, size, height, rank):
     if solver == "serial" and rank != 0:
         return 0.0
     received = height * n if solver == "serial" and size > 1 else 0
-    return 8.0 * (n * n + 2 * PANEL * n + received)
+    return triangle_resident_bytes(n) + 8.0 * (2 * PANEL * n + received)
 
 
 def solve_bytes(solver, n_columns, size, rank):
@@ -205,14 +205,14 @@ def solve_bytes(solver, n_columns, size, rank):
     tsqr and serial; a tree rank of tsqr holds its triangle, a received one if it receives
     (:func:`triangles_held`) and a packed chunk)."""
     from pargap.linalg.factor import factor_bytes
-    from pargap.linalg.tsqr import CHUNK
+    from pargap.linalg.tsqr import CHUNK, triangle_resident_bytes
 
     n = n_columns
     if solver == "scalapack" or rank == 0:
         return factor_bytes(solver, n, size)
     if solver == "serial":
         return 0.0
-    return 8.0 * (triangles_held(rank, size) * n * n + min(CHUNK, n * (n + 1) // 2))
+    return triangles_held(rank, size) * triangle_resident_bytes(n) + 8.0 * min(CHUNK, n * (n + 1) // 2)
 
 
 def triangles_held(rank, size):
@@ -227,7 +227,7 @@ def checkpoint_bytes(solver, n_columns, size, height, rank):
     the tree) and writes its triangle in slabs of ROW_CHUNK rows (a C-ordered copy of one slab);
     ScaLAPACK's G share plus the rank's slab of R redistributed by rows and its copy."""
     from pargap.fitting.checkpoint import ROW_CHUNK
-    from pargap.linalg.tsqr import CHUNK
+    from pargap.linalg.tsqr import CHUNK, triangle_resident_bytes
 
     n = n_columns
     if solver == "scalapack":
@@ -235,9 +235,10 @@ def checkpoint_bytes(solver, n_columns, size, height, rank):
         return 8.0 * (n * n / size + height * n + slab * n + min(ROW_CHUNK, slab) * n)
     if solver == "serial" and rank != 0:
         return 0.0
-    merge = (triangles_held(rank, size) * n * n + min(CHUNK, n * (n + 1) // 2)
-             if solver == "tsqr" and size > 1 else n * n)
-    return 8.0 * max(merge, n * n + min(ROW_CHUNK, n) * n if rank == 0 else 0)
+    triangle = triangle_resident_bytes(n)
+    merge = (triangles_held(rank, size) * triangle + 8.0 * min(CHUNK, n * (n + 1) // 2)
+             if solver == "tsqr" and size > 1 else triangle)
+    return max(merge, triangle + 8.0 * min(ROW_CHUNK, n) * n if rank == 0 else 0)
 
 
 def estimate(sizes, structures, rank, size, solver="tsqr", block_rows=None):

@@ -195,4 +195,5 @@ def factor_bytes(solver, n_columns, size, block_size=64):
 
         return scalapack_bytes(n, size, block_size)
     chunk = min(tsqr.CHUNK, n * (n + 1) // 2)
-    return 8.0 * (3 * n * n + max((tsqr.PANEL + PRIOR_PANEL) * n, chunk))
+    # R (upper part resident), its dense copy and the prior rows [U | 0]
+    return tsqr.triangle_resident_bytes(n) + 8.0 * (2 * n * n + max((tsqr.PANEL + PRIOR_PANEL) * n, chunk))

@@ -33,6 +33,16 @@ def empty_triangle(n):
     return np.zeros((n, n), order="F")
 
 
+PAGE = 4096
+
+
+def triangle_resident_bytes(n):
+    """Resident bytes of a triangle from :func:`empty_triangle` once folded into or received: only
+    the upper part of each column is written (tpqrt, the packed receive), so the pages of the zero
+    lower part are never touched: n (n + 1) / 2 float64, plus half a page per column."""
+    return 8.0 * n * (n + 1) / 2 + n * PAGE / 2
+
+
 def fold(R, rows):
     """R <- the R factor of [R ; rows], in place (R: (n, n) Fortran float64 upper triangle; rows:
     (k, n), k >= 0, overwritten by the reflectors when Fortran-ordered float64, else copied once).
