@@ -1,4 +1,4 @@
-"""pargap-fit --dry-run: the per-rank memory model against the peak measured (ru_maxrss) in real
+"""pargap-fit --dry-run: the per-rank memory model against the peak measured (VmHWM) in real
 fits, in fresh processes: 2b + SOAP on one rank with rows and triangles large enough that the data,
 not the baseline, decide the result; 4-species SOAP (rMD17 molecules, C/H/N/O) on 2 ranks; 16
 ranks oversubscribed. Within 15% on every rank."""

@@ -82,13 +82,13 @@ def quiet_fit(path, *overrides):
 
 
 PEAK = """
-import json, resource, sys
+import json, sys
 from pargap.fitting.fit import fit
 from pargap.parallel import SerialComm
-from pargap.progress import Log
+from pargap.progress import Log, peak_memory_mb
 from pargap.settings.config import load_toml
 potential = fit(load_toml(sys.argv[1]), SerialComm(), Log(SerialComm(), quiet=True))
-print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"peak_mb": peak_memory_mb(),
                   "rows": int(potential.provenance["n_rows"])}))
 """
 

@@ -16,6 +16,7 @@ from mpi4py import MPI
 
 from pargap.fitting.sparsify import DescriptorPool, select_sparse
 from pargap.parallel import balanced_partition
+from pargap.progress import peak_memory_mb
 
 comm = MPI.COMM_WORLD
 mode, out = sys.argv[1], sys.argv[2]
@@ -59,7 +60,7 @@ else:
     comm.Barrier()
     before = rss_bytes()
     select_sparse(comm, pool, method="cur_points", n_sparse=50, seed=2)
-    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    growth = peak_memory_mb() * 2**20 - before
     growth = comm.gather(growth, root=0)
     if comm.Get_rank() == 0:
         np.savez(out, growth=np.array(growth))
