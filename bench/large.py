@@ -24,7 +24,7 @@ the composition (the molecules' compositions differ, so "average" would not do).
 
 pargap runs with solver=tsqr (--solver): ``auto`` would follow this shared machine's free memory.
 Printed per fraction (pargap, mpirun -n RANKS on this machine): rows, time of every phase, peak
-memory per rank (measured, ru_maxrss) beside the --dry-run estimate, the GFLOP/s per core of row
+memory per rank (measured, VmHWM) beside the --dry-run estimate, the GFLOP/s per core of row
 building (kernel and kernel-gradient flops, 2 (n_desc + 3 n_grad) M_k D per model) and of the
 solve (tpqrt folds 2 N (M+1)^2, tree merges and the prior 2/3 (M+1)^3 each) against DGEMM per core
 measured in the same run, and validation MAE/RMSE (pargap-eval). gap_fit's line: its dryrun
