@@ -35,8 +35,9 @@ Each rank's resident memory, phase by phase (MB = 2^20 bytes), is modelled as
 and the estimated peak is the largest phase. The sparse points and the structures stay to the end.
 The constants were measured on this machine (Linux, CPython 3.11, numpy/OpenBLAS, Open MPI 4.1, one
 thread per rank): the baseline from fits of 6 small structures (2b alone: 172 MB; with SOAP: 177 MB;
-+10 MB on rank 0 under MPI); the data terms checked against the peak resident set (VmHWM, which counts resident
-pages, as a batch system's limit does) on fits where they dominate, within 15% on every rank:
++10 MB on rank 0 under MPI); the data terms checked against the peak resident set (VmHWM, which
+counts resident pages, as a batch system's limit does) on fits where they dominate, within 15% on
+every rank:
 2b + SOAP Ar cells (P = 1), 4-species SOAP on rMD17 molecules (P = 2), 2-species SOAP SiC at
 P = 2 and 16 (oversubscribed) (tests/test_memory.py). Other platforms may shift the baseline by
 some 10 MB. The memory per rank that decides the ``auto`` solver and the default row block is read
