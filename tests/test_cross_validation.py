@@ -166,3 +166,18 @@ def test_candidates_and_search_file_mistakes(lj_job, monkeypatch):
     assert row["settings"] == "(settings as given)" and float(row["score"]) == 1.0
     (lj_job / "bad.toml").write_text('method = "grid"\n[parameters]\n"gap.3.delta" = [1.0]\n')
     assert tune_main(["s.toml", "--search", "bad.toml", "-q"]) == 1
+
+
+def test_pargap_fit_cv_is_pargap_tune(lj_job, monkeypatch, capsys):
+    from pargap.cli.fit import main as fit_main
+
+    monkeypatch.chdir(lj_job)
+    assert fit_main(["s.toml", "--cv", "3", "--search", "search.toml", "-q"]) == 0
+    assert tune_main(["s.toml", "--cv", "3", "--search", "search.toml", "-q", "--out", "tuned"]) == 0
+    assert read_table(lj_job / "lj_tune" / "cv_table.csv") == read_table(lj_job / "tuned" / "cv_table.csv")
+    assert not (lj_job / "lj.h5").exists()  # no fit of the whole file
+    for wrong in (["s.toml", "--search", "search.toml"], ["s.toml", "--cv", "3", "--optimise"],
+                  ["at_file=train.xyz", "--cv", "3"]):
+        with pytest.raises(SystemExit) as exit_:
+            fit_main(wrong)
+        assert exit_.value.code == 2

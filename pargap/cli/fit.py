@@ -1,6 +1,7 @@
 """pargap-fit: fit a GAP from a TOML settings file or a gap_fit command line.
 
     pargap-fit settings.toml [--set key=value ...]
+    pargap-fit settings.toml --cv 5 --search search.toml      (pargap-tune: K-fold cross-validation)
     pargap-fit at_file=train.xyz gap={distance_2b cutoff=5.0 ...} default_sigma={...} gp_file=gap.h5
     mpirun -n 64 pargap-fit settings.toml
 """
@@ -54,9 +55,31 @@ def parser():
                    "write errors on --validation against training-set size to <gp_file>_learning_curve/")
     p.add_argument("--validation", metavar="FILE|FRACTION",
                    help="for --learning-curve: labelled structures, or a fraction of at_file to hold out")
+    p.add_argument("--cv", type=int, metavar="K",
+                   help="no fit: K-fold cross-validation of the settings (and of --search's candidates) on the "
+                   "training file, as pargap-tune does; writes the CV table and best.toml")
+    p.add_argument("--search", metavar="SEARCH.toml", help="with --cv: the candidates to cross-validate")
+    p.add_argument("--seed", type=int, metavar="N", help="with --cv: the folds' and draws' seed")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("--version", action="version", version=f"pargap {__version__}")
     return p
+
+
+def cross_validation_argv(p, args):
+    """pargap-tune's command line for ``pargap-fit SETTINGS.toml --cv K [--search S] [--seed N]``."""
+    others = [flag for flag, on in (("--checkpoint", args.checkpoint), ("--restart", args.restart),
+                                    ("--stop-after", args.stop_after is not None), ("--dry-run", args.dry_run),
+                                    ("--optimise", args.optimise), ("--print-config", args.print_config),
+                                    ("--learning-curve", args.learning_curve is not None)) if on]
+    if others:
+        p.error(f"--cv runs its own fits: no {', '.join(others)}")
+    if len(args.config) != 1 or not args.config[0].endswith(".toml"):
+        p.error("--cv needs one TOML settings file (pargap-fit --print-config translates gap_fit options)")
+    argv = [args.config[0], "--cv", str(args.cv)]
+    argv += ["--search", args.search] if args.search else []
+    argv += ["--seed", str(args.seed)] if args.seed is not None else []
+    argv += [f"--set={s}" for s in args.set] + (["-q"] if args.quiet else [])
+    return argv
 
 
 def settings_from_args(args, notes=None):
@@ -106,6 +129,12 @@ def optimise_settings(comm, settings, args, log):
 def main(argv=None):
     p = parser()
     args = p.parse_args(argv)
+    if args.cv is not None:
+        from pargap.cli.tune import main as tune_main
+
+        return tune_main(cross_validation_argv(p, args))
+    if args.search is not None or args.seed is not None:
+        p.error("--search and --seed go with --cv")
     if args.ranks is not None and (args.ranks < 1 or not (args.dry_run or any(
             t.lower().replace(" ", "") in ("dryrun=t", "dryrun=true") for t in args.config))):
         p.error("--ranks P (P >= 1) goes with --dry-run (or dryrun=T)")
